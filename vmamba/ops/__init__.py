@@ -1,13 +1,21 @@
-from .naive import cross_merge_ref, cross_scan_ref, selective_scan_ref, ss2d_scan_ref
+"""The selective-scan op shared by every VMamba task.
 
-def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, out_float=True, backend=None):
-    return selective_scan_ref(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float)
+Entry points (the model calls only :func:`ss2d_selective_scan`):
 
-def ss2d_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend=None):
-    return ss2d_scan_ref(x, delta, A, B, C, D, delta_bias, delta_softplus)
+- :func:`selective_scan`: the plain S6 scan with the official semantics.
+- :func:`ss2d_selective_scan`: the SS2D core, 4-route cross-scan -> scan -> cross-merge, fused.
+- :func:`cross_scan` / :func:`cross_merge`: the route permutation and its adjoint.
+- :func:`flops_selective_scan`: the official FLOPs convention for one scan call.
 
-def cross_scan(x):
-    return cross_scan_ref(x)
+Backends: ``'torch'`` (chunked PyTorch scan, :mod:`.torch_scan`; the default for CPU tensors) and ``'triton'``
+(:mod:`.triton_scan`; the default for CUDA tensors). Force one with ``backend=`` or the environment variable
+``VMAMBA_SCAN_BACKEND``. With ``TRITON_INTERPRET=1`` the Triton kernels also run on CPU tensors (slowly; that is
+how CI tests them), but only when asked for explicitly. Backend choice lives in :func:`resolve_backend` only.
+"""
+from .dispatch import (BACKENDS, cross_merge, cross_scan, flops_selective_scan, resolve_backend, selective_scan,
+                       ss2d_selective_scan)
+from .naive import cross_merge_ref, cross_scan_ref, route_ref, selective_scan_ref, ss2d_scan_ref
 
-def cross_merge(ys, H, W):
-    return cross_merge_ref(ys, H, W)
+__all__ = ['selective_scan', 'ss2d_selective_scan', 'cross_scan', 'cross_merge', 'flops_selective_scan',
+           'resolve_backend', 'BACKENDS',
+           'selective_scan_ref', 'ss2d_scan_ref', 'cross_scan_ref', 'cross_merge_ref', 'route_ref']

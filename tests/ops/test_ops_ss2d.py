@@ -1,0 +1,121 @@
+"""The fused SS2D core and the cross-scan/merge pair, against the float64 reference."""
+import pytest
+import torch
+
+from ops_testlib import (BACKENDS, GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
+                         output_grad, run, ss2d_inputs, ss2d_reference)
+from vmamba.ops import (cross_merge, cross_merge_ref, cross_scan, cross_scan_ref, route_ref, ss2d_scan_ref,
+                        ss2d_selective_scan)
+from vmamba.ops.routes import route_index, route_maps, unroute_maps
+
+# (batch, D, d_state, H, W): odd and non-square maps, N in {1, 4, 16}, and one map with L = 2115 > 2049.
+CASES = [
+    (2, 3, 1, 1, 1),
+    (2, 3, 4, 3, 5),
+    (1, 2, 16, 7, 9),
+    (2, 4, 1, 13, 11),
+    (1, 2, 1, 45, 47),
+]
+
+
+SS2D_GRAD_NAMES = ('dx',) + GRAD_NAMES[1:]
+
+
+def _fused(backend):
+    return lambda *a: ss2d_selective_scan(*a, backend=backend)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('case', CASES, ids=lambda c: 'b{}d{}n{}_{}x{}'.format(*c))
+def test_fp32_matches_reference(backend, case):
+    y_ref, grads_ref = ss2d_reference(case)
+    y, grads = run(_fused(backend), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
+        assert g.shape == g_ref.shape, name
+        assert_rel_close(g, g_ref, 1e-5, name)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_inputs(backend, dtype):
+    inputs = cast_inputs(ss2d_inputs(2, 4, 4, 5, 7), dtype)
+    exact = [t.detach().to('cpu', torch.float64).requires_grad_() for t in inputs]
+    dy = output_grad((2, 4, 5, 7))
+    y_ref, grads_ref = run(ss2d_scan_ref, exact, dy)
+    y, grads = run(_fused(backend), inputs, dy)
+    assert y.dtype == torch.float32
+    assert_half_close(y, y_ref, dtype, 'y')
+    for name, t, g, g_ref in zip(SS2D_GRAD_NAMES, inputs, grads, grads_ref):
+        assert g.dtype == t.dtype, name
+        assert_half_close(g, g_ref, dtype, name)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_backward_is_deterministic(backend):
+    inputs = cast_inputs(ss2d_inputs(2, 8, 4, 9, 14), torch.float32)
+    dy = output_grad((2, 8, 9, 14))
+    _, first = run(_fused(backend), inputs, dy)
+    _, second = run(_fused(backend), inputs, dy)
+    for name, a, b in zip(SS2D_GRAD_NAMES, first, second):
+        assert torch.equal(a, b), name
+
+
+def test_fused_equals_unfused_chain():
+    """The fused op is exactly cross-scan -> plain scan -> cross-merge (route k uses channels k*D..k*D+D-1)."""
+    from vmamba.ops import selective_scan
+    x, delta, A, B, C, D, bias = cast_inputs(ss2d_inputs(2, 3, 2, 4, 6), torch.float64, 'cpu')
+    ys = selective_scan(cross_scan(x).flatten(1, 2), route_maps(delta).flatten(1, 2), A, route_maps(B),
+                        route_maps(C), D, bias, delta_softplus=True, backend='torch')
+    chain = cross_merge(ys.unflatten(1, (4, -1)), 4, 6)
+    fused = ss2d_selective_scan(x, delta, A, B, C, D, bias, backend='torch')
+    torch.testing.assert_close(fused, chain, rtol=1e-12, atol=1e-12)
+
+
+def test_gradcheck_float64_torch_path():
+    inputs = cast_inputs(ss2d_inputs(1, 2, 2, 3, 4), torch.float64, 'cpu')
+    assert torch.autograd.gradcheck(_fused('torch'), inputs)
+
+
+@pytest.mark.parametrize('H,W', [(1, 1), (3, 5), (4, 4), (6, 3)])
+def test_cross_scan_routes_and_adjoint(H, W):
+    x = torch.randn(2, 3, H, W, dtype=torch.float64)
+    xs = cross_scan(x)
+    assert xs.shape == (2, 4, 3, H * W)
+    torch.testing.assert_close(xs, cross_scan_ref(x))
+    for k in range(4):
+        # Route k reads spatial index route_index(k)[l] at sequence position l.
+        torch.testing.assert_close(xs[:, k], x.flatten(2)[..., route_index(k, H, W)])
+        torch.testing.assert_close(xs[:, k], route_ref(x, k))
+    ys = torch.randn(2, 4, 3, H * W, dtype=torch.float64)
+    merged = cross_merge(ys, H, W)
+    torch.testing.assert_close(merged, cross_merge_ref(ys, H, W))
+    # Adjoint: <cross_scan(x), ys> == <x, cross_merge(ys)>; likewise for the per-route maps.
+    torch.testing.assert_close((xs * ys).sum(), (x * merged).sum())
+    maps = torch.randn(2, 4, 3, H, W, dtype=torch.float64)
+    torch.testing.assert_close((route_maps(maps) * ys).sum(), (maps * unroute_maps(ys, H, W)).sum())
+    torch.testing.assert_close(unroute_maps(route_maps(maps), H, W), maps)
+
+
+def test_cross_scan_merge_gradients_are_each_other():
+    x = torch.randn(1, 2, 3, 5, dtype=torch.float64, requires_grad=True)
+    ys = torch.randn(1, 4, 2, 15, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(cross_scan, (x,))
+    assert torch.autograd.gradcheck(lambda t: cross_merge(t, 3, 5), (ys,))
+
+
+
+def test_triton_route_split_mode(monkeypatch):
+    """Few programs (small batch, long maps): one program per route into a workspace; same result, deterministic."""
+    from vmamba.ops import triton_scan
+    monkeypatch.setattr(triton_scan, 'ROUTE_SPLIT', True)
+    case = (2, 3, 4, 5, 7)
+    y_ref, grads_ref = ss2d_reference(case)
+    inputs = cast_inputs(ss2d_inputs(*case), torch.float32)
+    y, grads = run(_fused('triton'), inputs, output_grad(y_ref.shape))
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
+        assert_rel_close(g, g_ref, 1e-5, name)
+    _, again = run(_fused('triton'), inputs, output_grad(y_ref.shape))
+    assert all(torch.equal(a, b) for a, b in zip(grads, again))

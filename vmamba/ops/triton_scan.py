@@ -1,0 +1,558 @@
+"""Triton selective scan: forward and deterministic backward, plain and fused-SS2D. The default for CUDA tensors.
+
+Design (measurement plan and roofline in ``docs/benchmarks.md``)
+----------------------------------------------------------------
+* One program owns one batch element and a block of ``BD`` channels (always inside one B/C group, so the
+  ``(BN, BL)`` tiles of B and C are loaded once and broadcast over the block). It walks the sequence in chunks
+  of ``BL`` positions: coalesced loads along L, an fp32 ``tl.associative_scan`` over ``(decay, input)`` pairs
+  on a ``(BD, BN, BL)`` register tile, and the fp32 state of the previous chunk carried in registers. There are
+  batch x channels / BD programs; BD shrinks when that is too few to fill the GPU (long maps at small batch).
+* Forward stores only the state at each chunk end (``(batch, channels, n_chunks, N)`` fp32, tiny). The backward
+  walks the chunks in reverse, recomputes the chunk's states from the stored entering state, runs the reverse
+  scan for dL/dh (decay shifted by one step: loaded from position l + 1), and forms every gradient in registers.
+  ``a_t h_{t-1}`` is taken as ``h_t - Δ_t u_t B_t`` (what the CUDA kernel does) so no shifted state is needed.
+* Deterministic backward, no atomics: dA, dD and d(delta_bias) are summed per program and written per
+  (batch, channel), dB/dC per (batch, channel block, position); the remaining sums (over batch and over channel
+  blocks) are ordinary ``torch.sum`` reductions with a fixed order.
+* Fused SS2D: the same walker, with the route's position -> spatial-index map computed in-kernel, so x, delta,
+  B and C are read in their (H, W) layout and the 4x cross-scanned copies never exist. A program walks the four
+  routes of its channel block in turn and accumulates the merged output (and, backward, dx) itself: routes are
+  separated by a CTA barrier, so the read-modify-write is ordered and deterministic without atomics. With too
+  few programs to fill the GPU, each route gets its own program and a slice of a 4-way workspace summed on the
+  host instead (``ROUTE_SPLIT``).
+* Padded positions (past L) get Δ = 0 *after* bias and softplus, i.e. decay 1 and input 0: the identity.
+* Everything loaded is upcast to fp32 at once (the interpreter cannot do bf16 arithmetic) and softplus avoids
+  ``log1p`` (absent from the interpreter).
+* The reverse scan uses ``tl.associative_scan(..., reverse=True)`` with the same combine as the forward scan:
+  Triton's semantics are ``flip(scan(flip(x)))`` with the later elements as the left operand, pinned by its own
+  ``test_scan2d[linear_recurrence-...-reverse=True]`` test (and checked here against the reference on CPU).
+
+With ``TRITON_INTERPRET=1`` set before this module is imported, the kernels run on CPU tensors (CI).
+"""
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ['INTERPRET', 'scan_fwd', 'scan_bwd', 'ss2d_fwd', 'ss2d_bwd', 'block_config']
+
+#: True when the kernels are interpreted (TRITON_INTERPRET=1 at import): they then accept CPU tensors.
+try:
+    from triton import knobs
+    INTERPRET = bool(knobs.runtime.interpret)
+except ImportError:  # triton < 3.3 has no knobs module
+    INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+if INTERPRET and type(tl.zeros).__name__ == 'JITFunction':
+    # triton.language's own helpers (tl.zeros, tl.sum, ...) were decorated when triton was first imported, with
+    # the interpreter off; interpreted kernels then fail deep inside with "Cannot call @triton.jit'd outside of
+    # the scope of a kernel". Say what to do instead.
+    raise RuntimeError('TRITON_INTERPRET=1 was set after triton had been imported in this process; set it before '
+                       'anything imports triton (e.g. in the environment of the command).')
+
+
+#: Register budget: elements of one (BD, BN, BL) fp32 tile per 4 warps in the forward / backward programs
+#: (ptxas for sm_90: ~90 registers per thread at these sizes, no spills; 2x larger tiles need ~200).
+_FWD_ELEMS = 1024
+_BWD_ELEMS = 512
+
+
+def _pow2_divisor(n, cap):
+    """Largest power of two dividing n, at most cap."""
+    p = 1
+    while p * 2 <= cap and n % (p * 2) == 0:
+        p *= 2
+    return p
+
+
+def _min_programs(device):
+    """Programs needed to fill the device (a few per SM); the interpreter has no SMs to fill."""
+    if device.type != 'cuda':
+        return 1
+    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def block_config(length, d_state, group_channels, rows=1, min_programs=1):
+    """(BN, BL, BD_fwd, BD_bwd, num_warps_bwd) for ``rows`` = batch x channels independent sequences.
+
+    BL sets the chunking, so forward and backward must agree on it. BD (channels per program, a power of two
+    dividing the group size) fills the register budget, then halves while there are too few programs to occupy
+    the device (long sequences at small batch, e.g. detection). A backward tile of one channel that is still
+    over budget (d_state >= 16) gets 8 warps instead of 4.
+    """
+    BN = triton.next_power_of_2(d_state)
+    BL = max(16, min(triton.next_power_of_2(length), 256, _FWD_ELEMS // BN))
+
+    def channels_per_program(budget):
+        bd = _pow2_divisor(group_channels, max(1, budget // (BN * BL)))
+        while bd > 1 and rows // bd < min_programs:
+            bd //= 2
+        return bd
+
+    warps_bwd = 4 if BN * BL <= _BWD_ELEMS else 8
+    return BN, BL, channels_per_program(_FWD_ELEMS), channels_per_program(_BWD_ELEMS), warps_bwd
+
+
+#: Fused-op route split: None = automatic (when channel blocks alone cannot fill the device), or force True/False.
+ROUTE_SPLIT = None
+
+
+def _route_split(programs, min_programs):
+    return (programs < min_programs) if ROUTE_SPLIT is None else bool(ROUTE_SPLIT)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# jit helpers
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _combine(a1, b1, a2, b2):
+    """(a1, b1) then (a2, b2): the affine maps h -> a h + b composed; the scan of h_t = a_t h_{t-1} + b_t."""
+    return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _softplus(x):
+    """log(1 + e^x), identity above 20 (torch/CUDA threshold). log1p via log(w) * z / (w - 1), w = 1 + z,
+    which stays accurate where 1 + e^x rounds to 1 (the interpreter has no log1p)."""
+    z = tl.exp(tl.minimum(x, 20.0))
+    w = 1.0 + z
+    lp = tl.where(w == 1.0, z, tl.log(w) * (z / tl.where(w == 1.0, 1.0, w - 1.0)))
+    return tl.where(x <= 20.0, lp, x)
+
+
+@triton.jit
+def _position(l, L, H, W, route, PLAIN: tl.constexpr):
+    """Sequence position -> memory offset: l itself for a plain sequence, else the flat spatial index h*W + w
+    that SS2D route 0..3 visits at step l (routes 2, 3 = routes 0, 1 reversed; 1, 3 column-major)."""
+    if not PLAIN:
+        l = tl.where(route >= 2, L - 1 - l, l)
+        l = tl.where(route % 2 == 1, (l % H) * W + l // H, l)
+    return l
+
+
+@triton.jit
+def _discretise(dl, bias, mask, SOFTPLUS: tl.constexpr):
+    """(pre, Δ): pre = delta + bias; Δ = softplus(pre) (optional) and 0 where masked (the identity step)."""
+    pre = dl + bias[:, None]
+    dt = pre
+    if SOFTPLUS:
+        dt = _softplus(pre)
+    return pre, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _fwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, y_ptr, st_ptr, A, Dv, bias,
+              su, sdl, sB, sy, st_d, st_c, L, H, W, route, accumulate, n_chunks, mask_d, mask_n,
+              PLAIN: tl.constexpr, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
+              STORE_STATES: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    """Scan one sequence (one route) for a block of BD channels; pointers are at the block's first channel.
+
+    su/sdl/sy: channel strides of u/delta/y; sB: state stride of B and C; st_d/st_c: channel/chunk strides of the
+    chunk-end state buffer. ``accumulate`` adds into y instead of overwriting (the fused op's route merge).
+    """
+    offs_d = tl.arange(0, BD)
+    offs_n = tl.arange(0, BN)
+    offs_l = tl.arange(0, BL)
+    h = tl.zeros([BD, BN], dtype=tl.float32)
+    for c in range(n_chunks):
+        l = c * BL + offs_l
+        ml = l < L
+        s = _position(l, L, H, W, route, PLAIN)
+        m2 = mask_d[:, None] & ml[None, :]
+        mb = mask_n[:, None] & ml[None, :]
+        u = tl.load(u_ptr + offs_d[:, None] * su + s[None, :], mask=m2, other=0.0).to(tl.float32)
+        dl = tl.load(dl_ptr + offs_d[:, None] * sdl + s[None, :], mask=m2, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptr + offs_n[:, None] * sB + s[None, :], mask=mb, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + offs_n[:, None] * sB + s[None, :], mask=mb, other=0.0).to(tl.float32)
+        _, dt = _discretise(dl, bias, m2, SOFTPLUS)
+        decay = tl.exp(dt[:, None, :] * A[:, :, None])
+        inp = (dt * u)[:, None, :] * Bt[None, :, :]
+        decay, hs = tl.associative_scan((decay, inp), 2, _combine)
+        hs = hs + decay * h[:, :, None]  # add the state carried in from the previous chunk
+        y = tl.sum(hs * Ct[None, :, :], axis=1)
+        if HAS_D:
+            y += Dv[:, None] * u
+        h = tl.sum(tl.where((offs_l == BL - 1)[None, None, :], hs, 0.0), axis=2)
+        if STORE_STATES:
+            tl.store(st_ptr + offs_d[:, None] * st_d + c * st_c + offs_n[None, :], h,
+                     mask=mask_d[:, None] & mask_n[None, :])
+        y_ptrs = y_ptr + offs_d[:, None] * sy + s[None, :]
+        if not PLAIN:
+            y += tl.load(y_ptrs, mask=m2 & accumulate, other=0.0).to(tl.float32)
+        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m2)
+
+
+@triton.jit
+def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_ptr, dC_ptr,
+              A, Dv, bias, su, sdl, sB, sdy, sdu, sddl, sdB, st_d, st_c, L, H, W, route, accumulate, n_chunks,
+              mask_d, mask_n, PLAIN: tl.constexpr, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
+              BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    """Backward of :func:`_fwd_walk` for one route and channel block, chunks in reverse order.
+
+    Writes du (accumulated when ``accumulate``), d delta, and this block's partial sums of dB/dC per position;
+    returns the block's partial sums (dA (BD, BN), dD (BD,), d delta_bias (BD,)) for the caller to store.
+    """
+    offs_d = tl.arange(0, BD)
+    offs_n = tl.arange(0, BN)
+    offs_l = tl.arange(0, BL)
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    g = tl.zeros([BD, BN], dtype=tl.float32)  # dL/dh at the first position of the chunk to the right
+    dA = tl.zeros([BD, BN], dtype=tl.float32)
+    dD = tl.zeros([BD], dtype=tl.float32)
+    dbias = tl.zeros([BD], dtype=tl.float32)
+    for i in range(n_chunks):
+        c = n_chunks - 1 - i
+        l = c * BL + offs_l
+        ml = l < L
+        mln = (l + 1) < L
+        s = _position(l, L, H, W, route, PLAIN)
+        s_next = _position(l + 1, L, H, W, route, PLAIN)
+        m2 = mask_d[:, None] & ml[None, :]
+        m2n = mask_d[:, None] & mln[None, :]
+        mb = mask_n[:, None] & ml[None, :]
+        u = tl.load(u_ptr + offs_d[:, None] * su + s[None, :], mask=m2, other=0.0).to(tl.float32)
+        dl = tl.load(dl_ptr + offs_d[:, None] * sdl + s[None, :], mask=m2, other=0.0).to(tl.float32)
+        dl_next = tl.load(dl_ptr + offs_d[:, None] * sdl + s_next[None, :], mask=m2n, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + offs_d[:, None] * sdy + s[None, :], mask=m2, other=0.0).to(tl.float32)
+        Bt = tl.load(B_ptr + offs_n[:, None] * sB + s[None, :], mask=mb, other=0.0).to(tl.float32)
+        Ct = tl.load(C_ptr + offs_n[:, None] * sB + s[None, :], mask=mb, other=0.0).to(tl.float32)
+        pre, dt = _discretise(dl, bias, m2, SOFTPLUS)
+        _, dt_next = _discretise(dl_next, bias, m2n, SOFTPLUS)
+
+        # Recompute this chunk's states from the state stored at the end of the previous chunk.
+        h_in = tl.load(st_ptr + offs_d[:, None] * st_d + (c - 1) * st_c + offs_n[None, :],
+                       mask=mask_dn & (c > 0), other=0.0)
+        dtu = dt * u
+        inp = dtu[:, None, :] * Bt[None, :, :]
+        decay, hs = tl.associative_scan((tl.exp(dt[:, None, :] * A[:, :, None]), inp), 2, _combine)
+        hs = hs + decay * h_in[:, :, None]
+
+        # dL/dh_t = C_t dy_t + a_{t+1} dL/dh_{t+1}, scanned from the right, plus the carry from the next chunk.
+        decay_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
+        gsum, G = tl.associative_scan((decay_next, Ct[None, :, :] * dy[:, None, :]), 2, _combine, reverse=True)
+        G = G + gsum * g[:, :, None]
+        g = tl.sum(tl.where((offs_l == 0)[None, None, :], G, 0.0), axis=2)
+
+        ah = hs - inp  # a_t * h_{t-1}
+        Gah = G * ah
+        gB = tl.sum(G * Bt[None, :, :], axis=1)
+        ddt = gB * u + tl.sum(Gah * A[:, :, None], axis=1)
+        du = gB * dt
+        dA += tl.sum(Gah * dt[:, None, :], axis=2)
+        if HAS_D:
+            du += Dv[:, None] * dy
+            dD += tl.sum(dy * u, axis=1)
+        dpre = ddt
+        if SOFTPLUS:
+            dpre = tl.where(pre <= 20.0, ddt * tl.sigmoid(pre), ddt)
+        dpre = tl.where(m2, dpre, 0.0)
+        dbias += tl.sum(dpre, axis=1)
+
+        tl.store(ddl_ptr + offs_d[:, None] * sddl + s[None, :], dpre.to(ddl_ptr.dtype.element_ty), mask=m2)
+        du_ptrs = du_ptr + offs_d[:, None] * sdu + s[None, :]
+        if not PLAIN:
+            du += tl.load(du_ptrs, mask=m2 & accumulate, other=0.0).to(tl.float32)
+        tl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
+        tl.store(dB_ptr + offs_n[:, None] * sdB + s[None, :], tl.sum(G * dtu[:, None, :], axis=0), mask=mb)
+        tl.store(dC_ptr + offs_n[:, None] * sdB + s[None, :], tl.sum(hs * dy[:, None, :], axis=0), mask=mb)
+    return dA, dD, dbias
+
+
+@triton.jit
+def _load_params(A_ptr, D_ptr, bias_ptr, ch, N, mask_d, mask_n, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 BN: tl.constexpr):
+    """A (BD, BN), D (BD,), delta_bias (BD,) for channels ``ch`` (zeros where absent/masked)."""
+    offs_n = tl.arange(0, BN)
+    A = tl.load(A_ptr + ch[:, None] * N + offs_n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
+    Dv = tl.zeros(ch.shape, dtype=tl.float32)
+    bias = tl.zeros(ch.shape, dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + ch, mask=mask_d, other=0.0)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + ch, mask=mask_d, other=0.0)
+    return A.to(tl.float32), Dv.to(tl.float32), bias.to(tl.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# kernels: plain scan. u/delta/y (batch, K*D, L), B/C (batch, K, N, L); grid (channel blocks, batch).
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr,
+                     channels, group_channels, L, N, n_chunks,
+                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                     BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    ch = pid_d * BD + tl.arange(0, BD)
+    mask_d = ch < channels
+    mask_n = tl.arange(0, BN) < N
+    k = (pid_d * BD) // group_channels
+    A, Dv, bias = _load_params(A_ptr, D_ptr, bias_ptr, ch, N, mask_d, mask_n, HAS_D, HAS_BIAS, BN)
+    row = (b * channels + pid_d * BD) * L  # offset of (b, first channel of the block, 0)
+    groups = channels // group_channels
+    bc = (b * groups + k) * N * L
+    _fwd_walk(u_ptr + row, dl_ptr + row, B_ptr + bc, C_ptr + bc, y_ptr + row,
+              st_ptr + (b * channels + pid_d * BD) * n_chunks * N, A, Dv, bias,
+              L, L, L, L, n_chunks * N, N, L, 1, 1, 0, False, n_chunks, mask_d, mask_n,
+              PLAIN=True, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, STORE_STATES=True, BD=BD, BN=BN, BL=BL)
+
+
+@triton.jit
+def _scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
+                     du_ptr, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+                     channels, group_channels, L, N, n_chunks,
+                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                     BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    ch = pid_d * BD + tl.arange(0, BD)
+    mask_d = ch < channels
+    mask_n = tl.arange(0, BN) < N
+    k = (pid_d * BD) // group_channels
+    j = (pid_d * BD - k * group_channels) // BD  # block index inside the group
+    blocks_per_group = group_channels // BD
+    A, Dv, bias = _load_params(A_ptr, D_ptr, bias_ptr, ch, N, mask_d, mask_n, HAS_D, HAS_BIAS, BN)
+    row = (b * channels + pid_d * BD) * L
+    groups = channels // group_channels
+    bc = (b * groups + k) * N * L
+    # dB/dC workspace (batch, blocks_per_group, K, N, L): this block's partial sums over its channels.
+    ws = ((b * blocks_per_group + j) * groups + k) * N * L
+    dA, dD, dbias = _bwd_walk(u_ptr + row, dl_ptr + row, B_ptr + bc, C_ptr + bc, dy_ptr + row,
+                              st_ptr + (b * channels + pid_d * BD) * n_chunks * N,
+                              du_ptr + row, ddl_ptr + row, dB_ptr + ws, dC_ptr + ws,
+                              A, Dv, bias, L, L, L, L, L, L, L, n_chunks * N, N, L, 1, 1, 0, False, n_chunks,
+                              mask_d, mask_n, PLAIN=True, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, BD=BD, BN=BN, BL=BL)
+    # Per-(batch, channel) partials; the sum over the batch happens on the host in a fixed order.
+    offs_n = tl.arange(0, BN)
+    tl.store(dA_ptr + (b * channels + ch[:, None]) * N + offs_n[None, :], dA, mask=mask_d[:, None] & mask_n[None, :])
+    tl.store(dD_ptr + b * channels + ch, dD, mask=mask_d)
+    tl.store(dbias_ptr + b * channels + ch, dbias, mask=mask_d)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# kernels: fused SS2D. x (batch, D, H, W), delta (batch, 4, D, H, W), B/C (batch, 4, N, H, W), y (batch, D, H, W)
+# fp32; parameters indexed k*D + d. Grid (channel blocks, batch, 1 or 4). Default: each program walks the four
+# routes in turn and merges into y itself (read-modify-write ordered by a CTA barrier). SPLIT (few programs, e.g.
+# detection at batch 2): one program per route writing its own slice of a (4, batch, D, H, W) workspace that the
+# host sums, for 4x the parallelism. Both are deterministic.
+# ----------------------------------------------------------------------------------------------------------------
+@triton.jit
+def _ss2d_fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr,
+                     dim, H, W, N, n_chunks,
+                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SPLIT: tl.constexpr,
+                     BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    L = H * W
+    d = pid_d * BD + tl.arange(0, BD)
+    mask_d = d < dim
+    mask_n = tl.arange(0, BN) < N
+    x_row = (b * dim + pid_d * BD) * L
+    if SPLIT:
+        k = tl.program_id(2)
+        y_route = y_ptr + k.to(tl.int64) * tl.num_programs(1) * dim * L
+        _ss2d_fwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_route, st_ptr, b, pid_d, d, x_row, k,
+                        dim, H, W, N, n_chunks, mask_d, mask_n, False, HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
+    else:
+        for k in range(4):  # a runtime loop: one copy of the walker, not four (registers, compile time)
+            tl.debug_barrier()  # the previous route's stores to y are visible before this route adds to them
+            _ss2d_fwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr, b, pid_d, d, x_row,
+                            k, dim, H, W, N, n_chunks, mask_d, mask_n, k > 0, HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
+
+
+@triton.jit
+def _ss2d_fwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr, b, pid_d, d, x_row, k,
+                    dim, H, W, N, n_chunks, mask_d, mask_n, accumulate, HAS_D: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                    BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    """Route k of one (batch, channel block): its parameters, delta/B/C maps and chunk-state slice."""
+    L = H * W
+    A, Dv, bias = _load_params(A_ptr, D_ptr, bias_ptr, k * dim + d, N, mask_d, mask_n, HAS_D, HAS_BIAS, BN)
+    dl_row = ((b * 4 + k) * dim + pid_d * BD) * L
+    bc = (b * 4 + k) * N * L
+    st = ((b * 4 + k) * dim + pid_d * BD) * n_chunks * N
+    _fwd_walk(x_ptr + x_row, dl_ptr + dl_row, B_ptr + bc, C_ptr + bc, y_ptr + x_row, st_ptr + st,
+              A, Dv, bias, L, L, L, L, n_chunks * N, N, L, H, W, k, accumulate, n_chunks, mask_d, mask_n,
+              PLAIN=False, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, STORE_STATES=True,
+              BD=BD, BN=BN, BL=BL)
+
+
+@triton.jit
+def _ss2d_bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
+                     dx_ptr, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
+                     dim, H, W, N, n_chunks,
+                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SPLIT: tl.constexpr,
+                     BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    pid_d = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    L = H * W
+    d = pid_d * BD + tl.arange(0, BD)
+    mask_d = d < dim
+    mask_n = tl.arange(0, BN) < N
+    x_row = (b * dim + pid_d * BD) * L
+    if SPLIT:
+        k = tl.program_id(2)
+        _ss2d_bwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
+                        dx_ptr + k.to(tl.int64) * tl.num_programs(1) * dim * L, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
+                        dbias_ptr, b, pid_d, d, x_row, k, dim, H, W, N, n_chunks, mask_d, mask_n, False,
+                        HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
+    else:
+        for k in range(4):
+            tl.debug_barrier()  # the previous route's dx stores are visible before this route adds to them
+            _ss2d_bwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr, dx_ptr, ddl_ptr,
+                            dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, b, pid_d, d, x_row, k, dim, H, W, N,
+                            n_chunks, mask_d, mask_n, k > 0, HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
+
+
+@triton.jit
+def _ss2d_bwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
+                    dx_ptr, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, b, pid_d, d, x_row, k,
+                    dim, H, W, N, n_chunks, mask_d, mask_n, accumulate, HAS_D: tl.constexpr,
+                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                    BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
+    """Backward of route k for one (batch, channel block); stores its dA/dD/d delta_bias partials."""
+    L = H * W
+    n_blocks = tl.num_programs(0)
+    ch = k * dim + d
+    A, Dv, bias = _load_params(A_ptr, D_ptr, bias_ptr, ch, N, mask_d, mask_n, HAS_D, HAS_BIAS, BN)
+    dl_row = ((b * 4 + k) * dim + pid_d * BD) * L
+    bc = (b * 4 + k) * N * L
+    st = ((b * 4 + k) * dim + pid_d * BD) * n_chunks * N
+    ws = ((b * n_blocks + pid_d) * 4 + k) * N * L  # dB/dC workspace (batch, blocks, 4, N, L)
+    dA, dD, dbias = _bwd_walk(x_ptr + x_row, dl_ptr + dl_row, B_ptr + bc, C_ptr + bc, dy_ptr + x_row,
+                              st_ptr + st, dx_ptr + x_row, ddl_ptr + dl_row, dB_ptr + ws, dC_ptr + ws,
+                              A, Dv, bias, L, L, L, L, L, L, L, n_chunks * N, N, L, H, W, k, accumulate, n_chunks,
+                              mask_d, mask_n, PLAIN=False, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS,
+                              BD=BD, BN=BN, BL=BL)
+    offs_n = tl.arange(0, BN)
+    tl.store(dA_ptr + (b * 4 * dim + ch[:, None]) * N + offs_n[None, :], dA, mask=mask_d[:, None] & mask_n[None, :])
+    tl.store(dD_ptr + b * 4 * dim + ch, dD, mask=mask_d)
+    tl.store(dbias_ptr + b * 4 * dim + ch, dbias, mask=mask_d)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# host side (the backend interface used by .dispatch)
+# ----------------------------------------------------------------------------------------------------------------
+def _prepare(*tensors):
+    out = []
+    for t in tensors:
+        if t is not None and t.dtype == torch.float64:
+            raise TypeError("The triton selective-scan backend computes in float32; use backend='torch' for "
+                            'float64 inputs (e.g. gradcheck).')
+        out.append(None if t is None else t.contiguous())
+    return out
+
+
+def _params(A, D, delta_bias):
+    f32 = lambda t: None if t is None else t.detach().to(torch.float32).contiguous()  # noqa: E731
+    return f32(A), f32(D), f32(delta_bias)
+
+
+def _dummy(ref):
+    return torch.empty(1, device=ref.device, dtype=torch.float32)
+
+
+def scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus, out_dtype):
+    """Plain scan forward. Returns (y, (chunk_end_states,))."""
+    u, delta, B, C = _prepare(u, delta, B, C)
+    A, D, delta_bias = _params(A, D, delta_bias)
+    batch, channels, L = u.shape
+    groups, N = B.shape[1], A.shape[1]
+    BN, BL, BD, _, _ = block_config(L, N, channels // groups, batch * channels, _min_programs(u.device))
+    n_chunks = triton.cdiv(L, BL)
+    y = torch.empty(batch, channels, L, device=u.device, dtype=out_dtype)
+    states = torch.empty(batch, channels, n_chunks, N, device=u.device, dtype=torch.float32)
+    _scan_fwd_kernel[(channels // BD, batch)](
+        u, delta, A, B, C, D if D is not None else _dummy(u), delta_bias if delta_bias is not None else _dummy(u),
+        y, states, channels, channels // groups, L, N, n_chunks,
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+        BD=BD, BN=BN, BL=BL, num_warps=4)
+    return y, (states,)
+
+
+def scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
+    """Plain scan backward: (du, ddelta, dA, dB, dC, dD, ddelta_bias), deterministic."""
+    (states,) = saved
+    u_in, delta_in, A_in, B_in, D_in, bias_in = u, delta, A, B, D, delta_bias
+    u, delta, B, C, dy = _prepare(u, delta, B, C, dy)
+    A, D, delta_bias = _params(A, D, delta_bias)
+    batch, channels, L = u.shape
+    groups, N = B.shape[1], A.shape[1]
+    group_channels = channels // groups
+    BN, BL, _, BD, warps = block_config(L, N, group_channels, batch * channels, _min_programs(u.device))
+    n_chunks = triton.cdiv(L, BL)
+    blocks_per_group = group_channels // BD
+    dev = u.device
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dA = torch.empty(batch, channels, N, device=dev, dtype=torch.float32)
+    dD = torch.empty(batch, channels, device=dev, dtype=torch.float32)
+    dbias = torch.empty(batch, channels, device=dev, dtype=torch.float32)
+    dB = torch.empty(batch, blocks_per_group, groups, N, L, device=dev, dtype=torch.float32)
+    dC = torch.empty_like(dB)
+    _scan_bwd_kernel[(channels // BD, batch)](
+        u, delta, A, B, C, D if D is not None else _dummy(u), delta_bias if delta_bias is not None else _dummy(u),
+        dy, states, du, ddelta, dA, dB, dC, dD, dbias, channels, group_channels, L, N, n_chunks,
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
+        BD=BD, BN=BN, BL=BL, num_warps=warps)
+    return (du.to(u_in.dtype), ddelta.to(delta_in.dtype), dA.sum(0).to(A_in.dtype),
+            dB.sum(1).to(B_in.dtype), dC.sum(1).to(C.dtype),
+            None if D_in is None else dD.sum(0).to(D_in.dtype),
+            None if bias_in is None else dbias.sum(0).to(bias_in.dtype))
+
+
+def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    """Fused SS2D forward: returns (merged y (batch, D, H, W) fp32, (chunk_end_states,))."""
+    x, delta, B, C = _prepare(x, delta, B, C)
+    A, D, delta_bias = _params(A, D, delta_bias)
+    batch, dim, H, W = x.shape
+    N = A.shape[1]
+    L = H * W
+    min_programs = _min_programs(x.device)
+    BN, BL, BD, _, _ = block_config(L, N, dim, batch * dim, min_programs)
+    split = _route_split(batch * dim // BD, min_programs)
+    n_chunks = triton.cdiv(L, BL)
+    y = torch.empty(4 if split else 1, batch, dim, H, W, device=x.device, dtype=torch.float32)
+    states = torch.empty(batch, 4, dim, n_chunks, N, device=x.device, dtype=torch.float32)
+    _ss2d_fwd_kernel[(dim // BD, batch, 4 if split else 1)](
+        x, delta, A, B, C, D if D is not None else _dummy(x), delta_bias if delta_bias is not None else _dummy(x),
+        y, states, dim, H, W, N, n_chunks,
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SPLIT=split,
+        BD=BD, BN=BN, BL=BL, num_warps=4)
+    return y.sum(0) if split else y[0], (states,)
+
+
+def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
+    """Fused SS2D backward: (dx, ddelta, dA, dB, dC, dD, ddelta_bias), deterministic."""
+    (states,) = saved
+    x_in, delta_in, A_in, B_in, C_in, D_in, bias_in = x, delta, A, B, C, D, delta_bias
+    x, delta, B, C, dy = _prepare(x, delta, B, C, dy)
+    A, D, delta_bias = _params(A, D, delta_bias)
+    batch, dim, H, W = x.shape
+    N = A.shape[1]
+    L = H * W
+    min_programs = _min_programs(x.device)
+    BN, BL, _, BD, warps = block_config(L, N, dim, batch * dim, min_programs)
+    n_blocks = dim // BD
+    split = _route_split(batch * n_blocks, min_programs)
+    n_chunks = triton.cdiv(L, BL)
+    dev = x.device
+    # dx: merged over the 4 routes in the kernel, or one slice per route summed here (split)
+    dx = torch.empty(4 if split else 1, batch, dim, H, W, device=dev, dtype=torch.float32)
+    ddelta = torch.empty_like(delta)
+    dA = torch.empty(batch, 4 * dim, N, device=dev, dtype=torch.float32)
+    dD = torch.empty(batch, 4 * dim, device=dev, dtype=torch.float32)
+    dbias = torch.empty(batch, 4 * dim, device=dev, dtype=torch.float32)
+    dB = torch.empty(batch, n_blocks, 4, N, H, W, device=dev, dtype=torch.float32)
+    dC = torch.empty_like(dB)
+    _ss2d_bwd_kernel[(n_blocks, batch, 4 if split else 1)](
+        x, delta, A, B, C, D if D is not None else _dummy(x), delta_bias if delta_bias is not None else _dummy(x),
+        dy, states, dx, ddelta, dA, dB, dC, dD, dbias, dim, H, W, N, n_chunks,
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SPLIT=split,
+        BD=BD, BN=BN, BL=BL, num_warps=warps)
+    dx = dx.sum(0) if split else dx[0]
+    return (dx.to(x_in.dtype), ddelta.to(delta_in.dtype), dA.sum(0).to(A_in.dtype),
+            dB.sum(1).to(B_in.dtype), dC.sum(1).to(C_in.dtype),
+            None if D_in is None else dD.sum(0).to(D_in.dtype),
+            None if bias_in is None else dbias.sum(0).to(bias_in.dtype))
