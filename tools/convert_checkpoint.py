@@ -1,0 +1,62 @@
+"""Convert an official VMamba ImageNet checkpoint into an mmpretrain checkpoint for a classification config.
+
+The configs load official files directly (``load_from`` / ``tools/test.py CONFIG OFFICIAL.pth``); convert
+offline when another tool must read the file, e.g. mmpretrain's own ``init_model``/inferencers::
+
+    python tools/convert_checkpoint.py configs/classification/vmamba_tiny_in1k.py \\
+        checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth checkpoints/vmamba_tiny_in1k_ema.pth [--weights raw]
+
+The output is ``{'state_dict': ..., 'meta': {...}}`` holding only the picked weights (EMA by default), with
+the ``ImageClassifier`` key names. The config's classifier is built and the converted weights are loaded into
+it strictly before anything is written, so a file for the wrong variant fails here, with the reason.
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+import vmamba.models  # noqa: F401  (registers VMamba; `import vmamba` also fixes torch.load for old files)
+from vmamba.models.checkpoint import CheckpointMismatchError, load_checkpoint_file
+from vmamba.tasks.classification import WEIGHTS, check_state_dict_fits, convert_official_checkpoint
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Convert an official VMamba classification checkpoint.')
+    parser.add_argument('config', help='the classification config of the checkpoint\'s variant')
+    parser.add_argument('src', help='official checkpoint (.pth)')
+    parser.add_argument('dst', help='output file')
+    parser.add_argument('--weights', choices=WEIGHTS, default='ema',
+                        help='EMA (default; the released accuracy of all but vanilla-tiny) or raw weights')
+    return parser.parse_args(argv)
+
+
+def convert(config, src, dst, weights='ema'):
+    """Convert ``src`` for ``config`` and save it to ``dst``; returns the saved dict."""
+    cfg = Config.fromfile(config)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    from mmpretrain.registry import MODELS
+    model = MODELS.build(cfg.model)
+    converted = convert_official_checkpoint(load_checkpoint_file(src), weights)
+    state_dict = converted['state_dict']
+    check_state_dict_fits(model, state_dict, f'official checkpoint {osp.basename(src)}')
+    model.load_state_dict(state_dict, strict=True)
+    out = {'state_dict': state_dict,
+           'meta': dict(source=osp.abspath(src), weights=weights, config=osp.abspath(config))}
+    torch.save(out, dst)
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        convert(args.config, args.src, args.dst, args.weights)
+    except (FileNotFoundError, KeyError, CheckpointMismatchError) as err:
+        sys.exit(f'error: {err.args[0] if err.args else err}')
+    print(f'Wrote the {args.weights} weights of {args.src} for {args.config} to {args.dst}')
+
+
+if __name__ == '__main__':
+    main()
