@@ -1,0 +1,137 @@
+"""Inference and training throughput (img/s) and peak memory of VMamba models, against Swin-T in the same run.
+
+Inference: ``predict`` in eval mode without gradients, float32. Training: forward + loss + backward in train
+mode under autocast (``--amp``; bf16/fp16 on GPU, off on CPU by default), optimizer excluded. Warm-up
+iterations first, then timed ones with CUDA synchronisation (see vmamba/analysis/timing.py). Inputs are
+synthetic, so no dataset is needed; detectors and segmentors get synthetic boxes/masks/label maps.
+
+    # the paper's ImageNet setting (one A100 there): batch 128 at 224x224
+    python tools/analysis/benchmark.py tiny small base --batch 128 --device cuda
+    # a detector against mmdet's Swin-T Mask R-CNN (the default baseline for detection configs)
+    python tools/analysis/benchmark.py configs/detection/maskrcnn_vmamba_tiny_1x.py --batch 2 --shape 800 1280
+    # CPU, small
+    python tools/analysis/benchmark.py tiny --device cpu --batch 8 --warmup 2 --iters 5 --out bench.json
+
+The Swin-T baseline matches the task of the first model (mmpretrain Swin-T, mmdet Swin-T Mask R-CNN or mmseg
+Swin-T UperNet); ``--compare`` names others, ``--compare none`` skips it.
+"""
+import argparse
+import json
+import sys
+
+import torch
+from mmengine.config import DictAction
+
+from vmamba.analysis import DEFAULT_SHAPES, SWIN_BASELINE, SpecError, build_subject
+from vmamba.analysis.timing import AMP_CHOICES, measure
+
+#: Default (GPU, CPU) batch sizes per task: the paper's 128 for ImageNet; small dense-prediction batches.
+DEFAULT_BATCH = {'classification': (128, 8), 'detection': (2, 1), 'segmentation': (2, 1)}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('models', nargs='+', help='variant names, baseline names or config files')
+    parser.add_argument('--compare', nargs='+', default=['swin'],
+                        help="baselines to add ('swin' = the Swin-T model of the first model's task; "
+                             "'none' = no baseline)")
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--batch', type=int, help='batch size (default: 128/8 for classification on GPU/CPU, '
+                                                  '2/1 for detection and segmentation)')
+    parser.add_argument('--shape', type=int, nargs='+', metavar='N', help="input H W (default: the task's size)")
+    parser.add_argument('--modes', nargs='+', choices=['inference', 'training'], default=['inference', 'training'])
+    parser.add_argument('--warmup', type=int, help='warm-up iterations (default 10 on GPU, 2 on CPU)')
+    parser.add_argument('--iters', type=int, help='timed iterations (default 30 on GPU, 5 on CPU)')
+    parser.add_argument('--amp', choices=AMP_CHOICES, default='auto', help='autocast for training (auto: bf16/fp16 '
+                                                                             'on GPU, off on CPU)')
+    parser.add_argument('--tf32', action='store_true', help='allow TF32 matmuls/convs on Ampere+ GPUs')
+    parser.add_argument('--out', help='write the measurements as JSON to this file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys (key=value)')
+    args = parser.parse_args(argv)
+    if args.shape is not None and len(args.shape) not in (1, 2):
+        parser.error('--shape takes H W or a single size')
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        parser.error('--device cuda, but no CUDA device is visible; use --device cpu')
+    return args
+
+
+def _specs(args, first_task):
+    specs = list(args.models)
+    for name in args.compare:
+        if name == 'none':
+            continue
+        name = SWIN_BASELINE[first_task] if name == 'swin' else name
+        if name not in specs:
+            specs.append(name)
+    return specs
+
+
+def format_table(timings):
+    lines = ['| model | input | batch | inference (img/s) | inference peak (MB) | training (img/s) | '
+             'training dtype | training peak (MB) |',
+             '|---|---|---:|---:|---:|---:|---|---:|']
+    by_model = {}
+    for t in timings:
+        by_model.setdefault(t.model, {})[t.mode] = t
+    for model, modes in by_model.items():
+        any_t = next(iter(modes.values()))
+        inf, tr = modes.get('inference'), modes.get('training')
+
+        def num(t, value):
+            return '–' if t is None or value is None else f'{value:.1f}'
+        lines.append(f'| {model} | {any_t.height}×{any_t.width} | {any_t.batch} | '
+                     f'{num(inf, inf and inf.images_per_s)} | {num(inf, inf and inf.peak_mem_mb)} | '
+                     f'{num(tr, tr and tr.images_per_s)} | {tr.dtype if tr else "–"} | '
+                     f'{num(tr, tr and tr.peak_mem_mb)} |')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    on_gpu = device.type == 'cuda'
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = args.tf32
+        torch.backends.cudnn.allow_tf32 = args.tf32
+    warmup = args.warmup if args.warmup is not None else (10 if on_gpu else 2)
+    iters = args.iters if args.iters is not None else (30 if on_gpu else 5)
+
+    def build(spec):
+        try:
+            return build_subject(spec, cfg_options=args.cfg_options, device=device)
+        except SpecError as err:
+            sys.exit(f'error: {err}')
+
+    first = build(args.models[0])  # its task picks the Swin-T baseline
+    timings = []
+    for i, spec in enumerate(_specs(args, first.task)):
+        subject = first if i == 0 else build(spec)
+        height, width = (args.shape[0], args.shape[-1]) if args.shape else DEFAULT_SHAPES[subject.task]
+        batch = args.batch or DEFAULT_BATCH[subject.task][0 if on_gpu else 1]
+        for mode in args.modes:
+            # Inference in float32 as the paper's "TP"; training under autocast as its "Train TP".
+            t = measure(subject, mode, batch, height, width, warmup=warmup, iters=iters,
+                        amp=args.amp if mode == 'training' else 'off')
+            timings.append(t)
+            mem = f', peak {t.peak_mem_mb:.0f} MB' if t.peak_mem_mb is not None else ''
+            print(f'{subject.name} {mode}: {t.images_per_s:.2f} img/s ({t.dtype}, batch {t.batch}, '
+                  f'{t.height}x{t.width}{mem})', flush=True)
+        first = subject = None  # free the model before building the next one
+        if on_gpu:
+            torch.cuda.empty_cache()
+
+    memory_note = ('peak = torch.cuda.max_memory_allocated' if on_gpu
+                   else 'peak = sampled RSS increase over the built model')
+    print(f'\ndevice: {torch.cuda.get_device_name(device) if on_gpu else "cpu"} '
+          f'({torch.get_num_threads()} threads), warm-up {warmup}, timed {iters}; {memory_note}\n')
+    print(format_table(timings))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump([t.as_dict() for t in timings], f, indent=1)
+        print(f'\nwrote {args.out}')
+    return timings
+
+
+if __name__ == '__main__':
+    main()
