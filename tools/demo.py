@@ -17,13 +17,18 @@ import os
 import os.path as osp
 import sys
 import time
+import warnings
 
-import torch
-from mmengine.config import Config, DictAction
-from mmengine.hooks import Hook
+# mmengine, mmcv and the task packages still import pkg_resources; setuptools' deprecation notice about it
+# is not something a user of these tools can act on.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
-from vmamba.models import VMamba, VSSM
-from vmamba.tasks import common
+import torch  # noqa: E402
+from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+
+from vmamba.models import VMamba, VSSM  # noqa: E402
+from vmamba.tasks import common  # noqa: E402
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')
@@ -59,7 +64,8 @@ class _Progress(Hook):
         done, total = runner.iter + 1, runner.max_iters
         if done % self.every and done != total:
             return
-        loss = float((outputs or {}).get('loss', float('nan')))
+        loss = (outputs or {}).get('loss')
+        loss = float(loss.detach()) if torch.is_tensor(loss) else float('nan')
         print(f'  epoch {runner.epoch + 1}/{runner.max_epochs}  iter {done}/{total}  loss {loss:.3f}  '
               f'({(time.time() - self.start) / 60:.1f} min)', file=self.stream, flush=True)
 
@@ -74,6 +80,10 @@ def build_demo_config(work_dir=None, epochs=None, cfg_options=None):
     if epochs is not None:
         cfg.train_cfg.max_epochs = epochs
         cfg.train_cfg.val_interval = epochs
+        for scheduler in cfg.param_scheduler:  # the demo's lr drop stays before the last epoch
+            if scheduler.type == 'MultiStepLR':
+                scheduler.end = epochs
+                scheduler.milestones = [max(1, epochs - 1)]
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = 'none'
