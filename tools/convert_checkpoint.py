@@ -14,6 +14,7 @@ import argparse
 import os.path as osp
 import sys
 
+import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope

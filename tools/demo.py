@@ -17,18 +17,14 @@ import os
 import os.path as osp
 import sys
 import time
-import warnings
 
-# mmengine, mmcv and the task packages still import pkg_resources; setuptools' deprecation notice about it
-# is not something a user of these tools can act on.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
 
-import torch  # noqa: E402
-from mmengine.config import Config, DictAction  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
-
-from vmamba.models import VMamba, VSSM  # noqa: E402
-from vmamba.tasks import common  # noqa: E402
+from vmamba.models import VMamba, VSSM
+from vmamba.tasks import common
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')

@@ -13,16 +13,12 @@ draws the same augmentations and samples as an uninterrupted one (with ``num_wor
 import argparse
 import os
 import sys
-import warnings
 
-# mmengine, mmcv and the task packages still import pkg_resources; setuptools' deprecation notice about it
-# is not something a user of these tools can act on.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
+from mmengine.config import Config, DictAction
 
-from mmengine.config import Config, DictAction  # noqa: E402
-
-import vmamba.models  # noqa: E402,F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
-from vmamba.tasks import common  # noqa: E402
+import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
+from vmamba.tasks import common
 
 
 def parse_args(argv=None):

@@ -6,12 +6,22 @@ state as Python objects) fails with ``Unsupported global ... HistoryBuffer``: ``
 and ``init_model`` all break. We re-register mmengine's loaders for local files and URLs so that a file
 the user points at is loaded with :func:`vmamba.models.checkpoint.load_checkpoint_file`, which tries the
 safe loader first and falls back to a full unpickle. Nothing else in torch is changed.
+
+The stack is pinned to setuptools < 82 because mmengine, mmcv and the task packages still import
+``pkg_resources``; setuptools then prints a deprecation notice about that import, several times per run, which
+no user of this project can act on. :func:`quiet_pkg_resources_notice` hides that one message (it has to run
+before the first import of mmengine, hence first thing in ``vmamba/__init__.py``).
 """
 import os.path as osp
+import warnings
 
 import torch
 
-__all__ = ['patch_mmengine_checkpoint_loading']
+__all__ = ['patch_mmengine_checkpoint_loading', 'quiet_pkg_resources_notice']
+
+
+def quiet_pkg_resources_notice():
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 
 def patch_mmengine_checkpoint_loading():

@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 
+import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
 import torch
 from mmengine.config import DictAction
 

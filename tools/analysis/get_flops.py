@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
 from mmengine.config import DictAction
 
 from vmamba.analysis import DEFAULT_SHAPES, SpecError, build_subject
