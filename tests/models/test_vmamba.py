@@ -123,7 +123,8 @@ def test_ss2d_matches_the_official_cross_scan_formulation():
     ys = selective_scan_ref(xs.flatten(1, 2), dts.flatten(1, 2), -torch.exp(op.A_logs), Bs, Cs, op.Ds,
                             op.dt_projs_bias.flatten(), delta_softplus=True)
     expected = cross_merge_ref(ys.view(B, 4, op.d_inner, H * W), H, W)
-    torch.testing.assert_close(op.scan(x), expected, rtol=1e-9, atol=1e-9)
+    # op.scan takes and returns channels-last maps (B, H, W, Di)
+    torch.testing.assert_close(op.scan(x.permute(0, 2, 3, 1)), expected.permute(0, 2, 3, 1), rtol=1e-9, atol=1e-9)
 
 
 class _Config:  # stands in for the yacs CfgNode the official files pickle

@@ -30,14 +30,15 @@ def scan_inputs(batch, groups, dim, d_state, length, seed=0, with_D=True, with_b
 
 
 def ss2d_inputs(batch, dim, d_state, H, W, seed=0):
-    """Fused-op inputs in float64: x (b, D, H, W), delta (b, 4, D, H, W), B/C (b, 4, N, H, W), params (4D, ...)."""
+    """Fused-op inputs in float64, channels-last: x (b, H, W, D), delta (b, H, W, 4, D), B/C (b, H, W, 4, N),
+    params (4D, ...)."""
     g = torch.Generator().manual_seed(seed)
     f64 = dict(dtype=torch.float64)
-    x = torch.randn(batch, dim, H, W, generator=g, **f64)
-    delta = torch.randn(batch, 4, dim, H, W, generator=g, **f64) * 0.5 - 1.0
+    x = torch.randn(batch, H, W, dim, generator=g, **f64)
+    delta = torch.randn(batch, H, W, 4, dim, generator=g, **f64) * 0.5 - 1.0
     A = -torch.exp(torch.randn(4 * dim, d_state, generator=g, **f64) * 0.5)
-    B = torch.randn(batch, 4, d_state, H, W, generator=g, **f64)
-    C = torch.randn(batch, 4, d_state, H, W, generator=g, **f64)
+    B = torch.randn(batch, H, W, 4, d_state, generator=g, **f64)
+    C = torch.randn(batch, H, W, 4, d_state, generator=g, **f64)
     D = torch.randn(4 * dim, generator=g, **f64)
     bias = torch.randn(4 * dim, generator=g, **f64) * 0.5 - 2.0
     return [x, delta, A, B, C, D, bias]
@@ -80,7 +81,7 @@ def plain_reference(case, softplus=True):
 def ss2d_reference(case):
     inputs = cast_inputs(ss2d_inputs(*case), torch.float64, 'cpu')
     batch, dim, _, H, W = case
-    return run(ss2d_scan_ref, inputs, output_grad((batch, dim, H, W)))
+    return run(ss2d_scan_ref, inputs, output_grad((batch, H, W, dim)))
 
 
 def assert_rel_close(actual, expected, rel, name):

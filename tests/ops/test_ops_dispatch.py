@@ -44,8 +44,10 @@ def test_bad_shapes_get_clear_errors():
     with pytest.raises(TypeError, match='float32'):
         selective_scan(u.long(), delta, A, B, C)
     x, dl, A4, B2, C2, D4, bias4 = cast_inputs(ss2d_inputs(1, 2, 1, 3, 4), torch.float32)
-    with pytest.raises(ValueError, match=r'\(batch, 4, D, H, W\)'):
-        ss2d_selective_scan(x, dl[:, :2], A4, B2, C2, D4, bias4)
+    with pytest.raises(ValueError, match=r'\(batch, H, W, 4, D\)'):
+        ss2d_selective_scan(x, dl[..., :2, :], A4, B2, C2, D4, bias4)
+    with pytest.raises(ValueError, match=r'must be \(batch, H, W, D\)'):
+        ss2d_selective_scan(x[0], dl, A4, B2, C2, D4, bias4)
 
 
 def test_triton_rejects_float64():

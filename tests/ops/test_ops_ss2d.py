@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ops_testlib import (BACKENDS, GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
+from ops_testlib import (BACKENDS, DEVICE, GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
                          output_grad, run, ss2d_inputs, ss2d_reference)
 from vmamba.ops import (cross_merge, cross_merge_ref, cross_scan, cross_scan_ref, route_ref, ss2d_scan_ref,
                         ss2d_selective_scan)
@@ -42,7 +42,7 @@ def test_fp32_matches_reference(backend, case):
 def test_half_inputs(backend, dtype):
     inputs = cast_inputs(ss2d_inputs(2, 4, 4, 5, 7), dtype)
     exact = [t.detach().to('cpu', torch.float64).requires_grad_() for t in inputs]
-    dy = output_grad((2, 4, 5, 7))
+    dy = output_grad((2, 5, 7, 4))
     y_ref, grads_ref = run(ss2d_scan_ref, exact, dy)
     y, grads = run(_fused(backend), inputs, dy)
     assert y.dtype == torch.float32
@@ -55,7 +55,7 @@ def test_half_inputs(backend, dtype):
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_backward_is_deterministic(backend):
     inputs = cast_inputs(ss2d_inputs(2, 8, 4, 9, 14), torch.float32)
-    dy = output_grad((2, 8, 9, 14))
+    dy = output_grad((2, 9, 14, 8))
     _, first = run(_fused(backend), inputs, dy)
     _, second = run(_fused(backend), inputs, dy)
     for name, a, b in zip(SS2D_GRAD_NAMES, first, second):
@@ -63,12 +63,14 @@ def test_backward_is_deterministic(backend):
 
 
 def test_fused_equals_unfused_chain():
-    """The fused op is exactly cross-scan -> plain scan -> cross-merge (route k uses channels k*D..k*D+D-1)."""
+    """The fused op is exactly cross-scan -> plain scan -> cross-merge (route k uses channels k*D..k*D+D-1), in
+    the channel-first layout of the official pipeline."""
     from vmamba.ops import selective_scan
     x, delta, A, B, C, D, bias = cast_inputs(ss2d_inputs(2, 3, 2, 4, 6), torch.float64, 'cpu')
-    ys = selective_scan(cross_scan(x).flatten(1, 2), route_maps(delta).flatten(1, 2), A, route_maps(B),
-                        route_maps(C), D, bias, delta_softplus=True, backend='torch')
-    chain = cross_merge(ys.unflatten(1, (4, -1)), 4, 6)
+    first = lambda t: t.permute(0, 3, 4, 1, 2)  # noqa: E731  (b, H, W, 4, C) -> (b, 4, C, H, W)
+    ys = selective_scan(cross_scan(x.permute(0, 3, 1, 2)).flatten(1, 2), route_maps(first(delta)).flatten(1, 2), A,
+                        route_maps(first(B)), route_maps(first(C)), D, bias, delta_softplus=True, backend='torch')
+    chain = cross_merge(ys.unflatten(1, (4, -1)), 4, 6).permute(0, 2, 3, 1)
     fused = ss2d_selective_scan(x, delta, A, B, C, D, bias, backend='torch')
     torch.testing.assert_close(fused, chain, rtol=1e-12, atol=1e-12)
 
@@ -106,16 +108,33 @@ def test_cross_scan_merge_gradients_are_each_other():
 
 
 
-def test_triton_route_split_mode(monkeypatch):
-    """Few programs (small batch, long maps): one program per route into a workspace; same result, deterministic."""
-    from vmamba.ops import triton_scan
-    monkeypatch.setattr(triton_scan, 'ROUTE_SPLIT', True)
-    case = (2, 3, 4, 5, 7)
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_strided_operands_as_the_model_passes_them(backend):
+    """The layouts SS2D hands over without copies: x a channels-last view of a conv output, B/C slices of one
+    x_proj output (stride R + 2N per route), delta laid out route by route ((4, b, H, W, D) in memory)."""
+    batch, dim, N, H, W, R = 2, 8, 2, 5, 7, 3
+    x, delta, A, B, C, D, bias = ss2d_inputs(batch, dim, N, H, W)
+    packed = torch.randn(batch, H, W, 4, R + 2 * N, dtype=torch.float64)
+    packed[..., R:R + N], packed[..., R + N:] = B, C
+    Bv, Cv = packed[..., R:R + N], packed[..., R + N:]
+    delta_routes = delta.permute(3, 0, 1, 2, 4).contiguous().permute(1, 2, 3, 0, 4)
+    x_cl = x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    assert not Bv.is_contiguous() and not delta_routes.is_contiguous()
+    ref = ss2d_scan_ref(x, delta, A, B, C, D, bias)
+    dev = lambda t: t.to(device=DEVICE, dtype=torch.float32)  # noqa: E731
+    y = ss2d_selective_scan(dev(x_cl), dev(delta_routes), dev(A), dev(Bv), dev(Cv), dev(D), dev(bias),
+                            backend=backend)
+    assert_rel_close(y, ref, 1e-5, 'y')
+
+
+@pytest.mark.parametrize('case', [(1, 3, 1, 11, 13), (1, 2, 2, 3, 40)], ids=['11x13', '3x40'])
+def test_triton_gpu_chunk_length(monkeypatch, case):
+    """The chunk length the GPU uses (8 positions; the interpreter defaults to longer ones): chunks that wrap
+    between columns, several chunks per column and columns shorter than a chunk."""
+    from vmamba.ops import triton_ss2d
+    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
     y_ref, grads_ref = ss2d_reference(case)
-    inputs = cast_inputs(ss2d_inputs(*case), torch.float32)
-    y, grads = run(_fused('triton'), inputs, output_grad(y_ref.shape))
+    y, grads = run(_fused('triton'), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
     assert_rel_close(y, y_ref, 1e-5, 'y')
     for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
         assert_rel_close(g, g_ref, 1e-5, name)
-    _, again = run(_fused('triton'), inputs, output_grad(y_ref.shape))
-    assert all(torch.equal(a, b) for a, b in zip(grads, again))

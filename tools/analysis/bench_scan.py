@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from vmamba.analysis import scan_traffic
 from vmamba.models.variants import resolve_arch
 from vmamba.ops import cross_merge, cross_scan, selective_scan, ss2d_scan_ref, ss2d_selective_scan
 from vmamba.ops.routes import route_maps
@@ -44,29 +45,24 @@ def stage_shapes(arch, image_size=224, patch=4):
 
 
 def make_inputs(batch, dim, d_state, H, W, dtype, device):
+    """Fused-op inputs, channels-last as SS2D passes them: x (b, H, W, D), delta (b, H, W, 4, D), B/C (b, H, W, 4, N)."""
     g = torch.Generator(device='cpu').manual_seed(0)
 
     def rnd(*shape, scale=1.0, shift=0.0, dt=dtype):
         return (torch.randn(*shape, generator=g) * scale + shift).to(device=device, dtype=dt)
 
-    x = rnd(batch, dim, H, W)
-    delta = rnd(batch, 4, dim, H, W, scale=0.5, shift=-1.0)
-    B, C = rnd(batch, 4, d_state, H, W), rnd(batch, 4, d_state, H, W)
+    x = rnd(batch, H, W, dim)
+    delta = rnd(batch, H, W, 4, dim, scale=0.5, shift=-1.0)
+    B, C = rnd(batch, H, W, 4, d_state), rnd(batch, H, W, 4, d_state)
     A = -torch.exp(rnd(4 * dim, d_state, scale=0.5, dt=torch.float32))
     D, bias = rnd(4 * dim, dt=torch.float32), rnd(4 * dim, scale=0.5, shift=-2.0, dt=torch.float32)
     return [x, delta, A, B, C, D, bias]
 
 
 def ideal_bytes(batch, dim, d_state, H, W, in_size, backward):
-    """Minimal HBM traffic of the fused op. Forward: read x, 4 deltas, B, C; write merged y (fp32).
-    Backward: read x, deltas, B, C, dy (fp32); write dx, d deltas (input dtype), dB, dC (fp32)."""
-    e = batch * dim * H * W
-    bc = 2 * batch * 4 * d_state * H * W
-    fwd = (5 * e + bc) * in_size + e * 4
-    if not backward:
-        return fwd
-    bwd = (5 * e + bc) * in_size + e * 4 + 5 * e * in_size + bc * 4
-    return fwd + bwd
+    """Minimal HBM traffic of the fused op (forward, or forward + backward): see vmamba.analysis.scan_traffic."""
+    fwd = scan_traffic.ideal_bytes(batch, H, W, dim, d_state, in_size, 'forward')
+    return fwd + (scan_traffic.ideal_bytes(batch, H, W, dim, d_state, in_size, 'backward') if backward else 0)
 
 
 def timer(device):
@@ -97,11 +93,13 @@ def bench(fn, device, warmup, repeats):
 def variants(inputs, backend):
     """name -> (forward fn, forward+backward fn) for the fused op, the unfused chain and the reference."""
     x, delta, A, B, C, D, bias = inputs
-    H, W = x.shape[-2:]
+    H, W = x.shape[1:3]
     leaves = [t.detach().requires_grad_() for t in (x, delta, B, C)]
-    # The unfused chain starts from the routed delta/B/C, as the official model produces them.
-    routed = [route_maps(delta).flatten(1, 2).detach().requires_grad_(),
-              route_maps(B).detach().requires_grad_(), route_maps(C).detach().requires_grad_()]
+    # The unfused chain starts from channel-first routed delta/B/C, as the official model produces them.
+    first = lambda t: t.permute(0, 3, 4, 1, 2)  # noqa: E731
+    x_first = x.permute(0, 3, 1, 2).contiguous().detach().requires_grad_()
+    routed = [route_maps(first(delta)).flatten(1, 2).detach().requires_grad_(),
+              route_maps(first(B)).detach().requires_grad_(), route_maps(first(C)).detach().requires_grad_()]
 
     def fused(grad):
         xx, dl, BB, CC = leaves if grad else (x, delta, B, C)
@@ -110,7 +108,7 @@ def variants(inputs, backend):
             y.backward(torch.ones_like(y))
 
     def unfused(grad):
-        xx = leaves[0] if grad else x
+        xx = x_first
         dl, BB, CC = routed
         ys = selective_scan(cross_scan(xx).flatten(1, 2), dl, A, BB, CC, D, bias, delta_softplus=True,
                             backend=backend)
@@ -131,6 +129,30 @@ def variants(inputs, backend):
         return fwd, lambda: f(True)
 
     return {'fused': pair(fused), 'unfused': pair(unfused), 'ref': pair(reference)}
+
+
+def print_traffic(args):
+    """The kernels' bytes (sector model, no cache credit) against the fused op's ideal, and the backward's
+    extra memory, for the compile-fact shapes (vmamba.ops.triton_aot.SHAPES)."""
+    import json
+
+    from vmamba.ops.triton_aot import SHAPES
+    size = {'bf16': 2, 'fp16': 2, 'fp32': 4}[args.traffic_dtype]
+    records = scan_traffic.traffic_records(SHAPES, size)
+    print(f'memory traffic of the fused SS2D kernels, {args.traffic_dtype} inputs, fp32 y/dy; 32-byte sectors '
+          'requested, no cache credit')
+    print('| shape | direction | bytes | ideal | ratio | backward extra memory | % of inputs | saved by forward |')
+    print('|---|---|---|---|---|---|---|---|')
+    for r in records:
+        extra = r['extra_memory_bytes']
+        print(f'| {r["shape"]} | {r["direction"]} | {r["bytes"] / 1e9:.3f} GB | {r["ideal_bytes"] / 1e9:.3f} GB | '
+              f'{scan_traffic.ratio(r):.2f}x | ' + (f'{extra / 1e6:.1f} MB | {100 * extra / r["input_bytes"]:.1f} % | '
+                                      if r['direction'] == 'backward' else '- | - | ')
+              + f'{r["saved_bytes"] / 1e6:.1f} MB |')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(records, f, indent=1)
+        print(f'wrote {args.json}')
 
 
 def print_roofline(args):
@@ -173,7 +195,15 @@ def main():
     parser.add_argument('--forward-only', action='store_true', help='skip forward+backward timing')
     parser.add_argument('--roofline', action='store_true',
                         help='print the ideal bytes and the time they take at --peak-gbs (no timing, no device)')
+    parser.add_argument('--traffic', action='store_true',
+                        help='print the bytes the fused kernels move (access-pattern model) vs the ideal, and the '
+                             "backward's extra memory (no timing, no device)")
+    parser.add_argument('--traffic-dtype', default='bf16', choices=sorted(DTYPES))
+    parser.add_argument('--json', help='with --traffic: also write the records to this file')
     args = parser.parse_args()
+    if args.traffic:
+        print_traffic(args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.roofline:

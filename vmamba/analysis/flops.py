@@ -56,8 +56,8 @@ def _probe(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, back
 
 
 def scan_flop_handle(inputs, outputs):
-    """FLOPs of one probe node: the official formula for the 4 routes of x (batch, Di, H, W), A (4*Di, N)."""
-    batch, _, height, width = get_shape(inputs[0])
+    """FLOPs of one probe node: the official formula for the 4 routes of x (batch, H, W, Di), A (4*Di, N)."""
+    batch, height, width, _ = get_shape(inputs[0])
     channels, d_state = get_shape(inputs[2])
     return flops_selective_scan(batch, channels, height * width, d_state, with_D=True)
 

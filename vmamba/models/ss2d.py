@@ -2,7 +2,7 @@
 
 For a channels-last map x of shape (B, H, W, C)::
 
-    x -> in_proj -> depthwise 3x3 conv -> SiLU                       (B, Di, H, W), Di = ssm_ratio * C
+    x -> in_proj -> depthwise 3x3 conv -> SiLU                       (B, H, W, Di), Di = ssm_ratio * C
       -> per route k in {row-major, column-major, both reversed}:
              x_proj[k]:  (dt_low[k], B[k], C[k]) = W_x[k] @ x          ranks R, N, N per position
              dt_proj[k]: delta[k] = W_dt[k] @ dt_low[k]                 Di per position
@@ -12,7 +12,9 @@ For a channels-last map x of shape (B, H, W, C)::
 
 The projections act per position, so they are applied to the un-permuted map and only the scan walks the
 routes: the model hands x and the per-route delta/B/C maps to :func:`vmamba.ops.ss2d_selective_scan`,
-the one narrow call into the op (a fused kernel on GPU, a chunked PyTorch scan on CPU).
+the one narrow call into the op (a fused kernel on GPU, a chunked PyTorch scan on CPU). Everything stays
+channels-last, (B, H, W, ...) with the channels innermost, from in_proj to out_proj: the conv works in the
+channels_last memory format, so no activation is copied to change its layout.
 
 Parameter names and shapes are those of the official checkpoints:
 ``in_proj``, ``conv2d``, ``x_proj_weight`` (4, R+2N, Di), ``dt_projs_weight`` (4, Di, R),
@@ -22,6 +24,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from vmamba.ops import ss2d_selective_scan
 
@@ -84,27 +87,37 @@ class SS2D(nn.Module):
 
     def forward(self, x):
         """x: (B, H, W, C) channels-last -> (B, H, W, C)."""
-        x = self.in_proj(x)
-        if self.gated:
-            x, z = x.chunk(2, dim=-1)
-        x = self.act(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, Di, H, W)
-        y = self.scan(x).permute(0, 2, 3, 1)  # (B, H, W, Di), fp32
-        y = self.out_norm(y).to(x.dtype)
+        if self.gated:  # two products instead of one and a split, so that x and z are both contiguous
+            x, z = F.linear(x, self.in_proj.weight[:self.d_inner]), F.linear(x, self.in_proj.weight[self.d_inner:])
+        else:
+            x = self.in_proj(x)
+        # (B, H, W, Di) -> (B, Di, H, W) is a view in channels_last memory; the conv keeps that format, so the
+        # permute back is a view again: the scan reads the conv output in place.
+        x = self.act(self.conv2d(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+        y = self.out_norm(self.scan(x)).to(x.dtype)  # (B, H, W, Di), fp32 out of the scan
         if self.gated:
             y = y * self.act(z)
         return self.out_proj(y)
 
     def scan(self, x):
-        """The four-route selective scan of x (B, Di, H, W); returns the merged (B, Di, H, W) in fp32."""
+        """The four-route selective scan of x (B, H, W, Di); returns the merged (B, H, W, Di) in fp32.
+
+        x_proj is one matrix product whose output (B, H, W, 4, R + 2N) is already the op's layout: B and C are
+        strided views of it, no copy. dt_proj runs per route as a batched product; its output is laid out route
+        by route, (4, B, H, W, Di) in memory, which the op reads in place through its strides. No
+        ``contiguous()`` copy remains around the op in the forward or the backward (autograd's backward of the
+        split concatenates dt_low/B/C gradients, (R + 2N) values per route and position, a small tensor).
+        """
         N, R = self.d_state, self.dt_rank
-        x_dbl = torch.einsum('bdhw,kcd->bkchw', x, self.x_proj_weight.to(x.dtype))
-        dt_low, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=2)
-        delta = torch.einsum('bkrhw,kdr->bkdhw', dt_low, self.dt_projs_weight.to(x.dtype))
+        Bsz, H, W, Di = x.shape
+        x_dbl = (x.reshape(-1, Di) @ self.x_proj_weight.to(x.dtype).flatten(0, 1).t()).view(Bsz, H, W, 4, R + 2 * N)
+        dt_low, Bs, Cs = torch.split(x_dbl, [R, N, N], dim=-1)
+        delta = torch.einsum('bhwkr,kdr->bhwkd', dt_low, self.dt_projs_weight.to(x.dtype))
         # The SSM parameters enter the scan in fp32 whatever the activations' dtype (fp64 stays fp64).
         fp32 = torch.promote_types(self.A_logs.dtype, torch.float32)
         A = -torch.exp(self.A_logs.to(fp32))
-        return ss2d_selective_scan(x, delta, A, Bs.contiguous(), Cs.contiguous(), self.Ds.to(fp32),
-                                   self.dt_projs_bias.to(fp32).flatten(), delta_softplus=True)
+        return ss2d_selective_scan(x, delta, A, Bs, Cs, self.Ds.to(fp32), self.dt_projs_bias.to(fp32).flatten(),
+                                   delta_softplus=True)
 
     def extra_repr(self):
         return f'd_inner={self.d_inner}, d_state={self.d_state}, dt_rank={self.dt_rank}, gated={self.gated}'

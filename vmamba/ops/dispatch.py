@@ -138,8 +138,7 @@ class SS2DSelectiveScanFn(torch.autograd.Function):
     @_custom_bwd
     def backward(ctx, dy):
         x, delta, A, B, C, D, delta_bias, *saved = ctx.saved_tensors
-        grads = ctx.impl.ss2d_bwd(x, delta, A, B, C, D, delta_bias, ctx.delta_softplus, dy.contiguous(),
-                                  saved or None)
+        grads = ctx.impl.ss2d_bwd(x, delta, A, B, C, D, delta_bias, ctx.delta_softplus, dy, saved or None)
         return (*grads, None, None)
 
 
@@ -183,26 +182,30 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
 def ss2d_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend=None):
     """The SS2D core: scan x along the four routes (row-major, column-major, both reversed) and merge.
 
-    Args:
-        x: (batch, D, H, W). delta: (batch, 4, D, H, W), route k's Δ in the spatial layout.
-        B, C: (batch, 4, N, H, W). A: (4*D, N) float32. D, delta_bias: optional (4*D,) float32.
+    Channels-last operands, each position a contiguous vector of channels (or states):
 
-    Equal to ``cross_merge(selective_scan(cross_scan(x), route(delta), A, route(B), route(C), ...))`` (routes
-    k = 0..3 in the channel order k*D + d), returned as the merged (batch, D, H, W) float32 map. The Triton
-    backend indexes the routes inside the kernel and never writes the 4x cross-scanned copies.
+    Args:
+        x: (batch, H, W, D), e.g. the depthwise-conv output viewed channels-last (no copy).
+        delta: (batch, H, W, 4, D), route k's Δ at every position (before bias and softplus).
+        B, C: (batch, H, W, 4, N); strided views (such as slices of one x_proj output) are fine.
+        A: (4*D, N) float32. D, delta_bias: optional (4*D,) float32; route k uses entries k*D .. k*D + D-1.
+
+    Equal to ``cross_merge(selective_scan(cross_scan(x), route(delta), A, route(B), route(C), ...))`` in the
+    channel-first layout, returned as the merged (batch, H, W, D) float32 map (what ``out_norm`` takes). The
+    Triton backend reads every route's operands in place and never writes the 4x cross-scanned copies.
     """
     if x.dim() != 4:
-        raise ValueError(f'ss2d_selective_scan: x must be (batch, D, H, W), got {tuple(x.shape)}')
-    batch, dim, H, W = x.shape
+        raise ValueError(f'ss2d_selective_scan: x must be (batch, H, W, D), got {tuple(x.shape)}')
+    batch, H, W, dim = x.shape
     if H * W == 0:
         raise ValueError(f'ss2d_selective_scan: empty feature map {H}x{W}')
-    if tuple(delta.shape) != (batch, 4, dim, H, W):
-        raise ValueError(f'ss2d_selective_scan: delta must be (batch, 4, D, H, W) = {(batch, 4, dim, H, W)}, '
+    if tuple(delta.shape) != (batch, H, W, 4, dim):
+        raise ValueError(f'ss2d_selective_scan: delta must be (batch, H, W, 4, D) = {(batch, H, W, 4, dim)}, '
                          f'got {tuple(delta.shape)}')
     N = A.shape[-1] if A.dim() == 2 else -1
     for name, t in (('B', B), ('C', C)):
-        if tuple(t.shape) != (batch, 4, N, H, W):
-            raise ValueError(f'ss2d_selective_scan: {name} must be (batch, 4, N, H, W) = {(batch, 4, N, H, W)}, '
+        if tuple(t.shape) != (batch, H, W, 4, N):
+            raise ValueError(f'ss2d_selective_scan: {name} must be (batch, H, W, 4, N) = {(batch, H, W, 4, N)}, '
                              f'got {tuple(t.shape)}')
     for name, t in (('x', x), ('delta', delta), ('B', B), ('C', C)):
         _check_float(name, t)

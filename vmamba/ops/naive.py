@@ -69,17 +69,18 @@ def route_ref(t, k):
 
 
 def ss2d_scan_ref(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):
-    """The SS2D core: scan the 4 routes of x and merge them back.
+    """The SS2D core: scan the 4 routes of x and merge them back (channels-last, as the fused op).
 
-    x (batch, D, H, W); delta (batch, 4, D, H, W); B, C (batch, 4, N, H, W); A (4*D, N);
-    D, delta_bias (4*D,). Route k uses its own delta/B/C maps, read in route k's order.
-    Returns the merged (batch, D, H, W) sum of the four scans, in fp32.
+    x (batch, H, W, D); delta (batch, H, W, 4, D); B, C (batch, H, W, 4, N); A (4*D, N); D, delta_bias (4*D,).
+    Route k uses its own delta/B/C maps, read in route k's order. Returns the merged (batch, H, W, D) sum of the
+    four scans, in fp32.
     """
-    batch, channels, H, W = x.shape
+    batch, H, W, channels = x.shape
+    x, delta, B, C = x.permute(0, 3, 1, 2), delta.permute(0, 3, 4, 1, 2), B.permute(0, 3, 4, 1, 2), C.permute(0, 3, 4, 1, 2)
     us = torch.stack([route_ref(x, k) for k in range(4)], dim=1)
     deltas = torch.stack([route_ref(delta[:, k], k) for k in range(4)], dim=1)
     Bs = torch.stack([route_ref(B[:, k], k) for k in range(4)], dim=1)
     Cs = torch.stack([route_ref(C[:, k], k) for k in range(4)], dim=1)
     ys = selective_scan_ref(us.flatten(1, 2), deltas.flatten(1, 2), A, Bs, Cs, D, delta_bias,
                             delta_softplus=delta_softplus, out_float=True)
-    return cross_merge_ref(ys.view(batch, 4, channels, H * W), H, W)
+    return cross_merge_ref(ys.view(batch, 4, channels, H * W), H, W).permute(0, 2, 3, 1)

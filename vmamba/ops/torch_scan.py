@@ -29,7 +29,7 @@ The fused SS2D path needs no flipped copies: routes 2 and 3 are routes 0 and 1 s
 row-major / column-major layout (G = 2 layouts), so the cross-merge is a plain sum.
 
 Backend interface (shared with :mod:`.triton_scan`, called by :mod:`.dispatch`): ``scan_fwd``/``scan_bwd`` for
-the plain op, ``ss2d_fwd``/``ss2d_bwd`` for the fused SS2D core.
+the plain op, ``ss2d_fwd``/``ss2d_bwd`` for the fused SS2D core on channels-last operands.
 """
 import math
 
@@ -305,8 +305,8 @@ class _SS2DLayout:
         return out.flatten(1, 2)
 
 
-def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
-    """Fused-op forward: merged (batch, D, H, W) in promote(x.dtype, fp32); saves Δ in chunk layout."""
+def _ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    """Fused-op forward on (batch, D, H, W) maps: merged y in promote(x.dtype, fp32); saves Δ in chunk layout."""
     lay = _SS2DLayout(x, A)
     with torch.autocast(x.device.type, enabled=False):
         dt = _discretise(delta, delta_bias, delta_softplus, lay.dtype, (1, 4, -1, 1, 1))
@@ -319,8 +319,8 @@ def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
     return y, (dtc,)
 
 
-def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
-    """Fused-op backward: (dx, ddelta, dA, dB, dC, dD, ddelta_bias) in the dtypes of their inputs."""
+def _ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
+    """Fused-op backward on (batch, D, H, W) maps: (dx, ddelta, dA, dB, dC, dD, ddelta_bias)."""
     (dtc,) = saved
     lay = _SS2DLayout(x, A)
     f = lay.dtype
@@ -339,3 +339,26 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
         dbias = None if delta_bias is None else ddelta.sum((0, 3, 4)).flatten().to(delta_bias.dtype)
     return (dx.to(x.dtype), ddelta.to(delta.dtype), dA.flatten(0, 2).to(A.dtype), lay.unroute(dB, B.dtype),
             lay.unroute(dC, C.dtype), dD, dbias)
+
+
+# The public fused-op interface is channels-last (see :mod:`.dispatch`); this backend's chunk layout is built
+# from channel-first views, which the copies into chunks read directly (the permutes below are views).
+def _channels_first(x, delta, B, C):
+    return x.permute(0, 3, 1, 2), delta.permute(0, 3, 4, 1, 2), B.permute(0, 3, 4, 1, 2), C.permute(0, 3, 4, 1, 2)
+
+
+def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    """Fused-op forward: x (batch, H, W, D), delta (batch, H, W, 4, D), B/C (batch, H, W, 4, N) -> y
+    (batch, H, W, D) in promote(x.dtype, fp32)."""
+    x, delta, B, C = _channels_first(x, delta, B, C)
+    y, saved = _ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    return y.permute(0, 2, 3, 1), saved
+
+
+def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
+    """Fused-op backward: (dx, ddelta, dA, dB, dC, dD, ddelta_bias) in the shapes and dtypes of the inputs."""
+    x, delta, B, C = _channels_first(x, delta, B, C)
+    dx, ddelta, dA, dB, dC, dD, dbias = _ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus,
+                                                  dy.permute(0, 3, 1, 2), saved)
+    to_last = lambda t: t.permute(0, 3, 4, 1, 2)  # noqa: E731  (batch, 4, C, H, W) -> (batch, H, W, 4, C)
+    return dx.permute(0, 2, 3, 1), to_last(ddelta), dA, to_last(dB), to_last(dC), dD, dbias

@@ -1,44 +1,65 @@
-"""Compile the Triton scan kernels ahead of time for a CUDA architecture, on a machine without a GPU.
+"""Compile the Triton scan kernels ahead of time for a CUDA architecture, on a machine without a GPU, and report
+what they compile to.
 
-The interpreter (how CI runs the kernels on CPU) checks the maths but not whether the kernels *compile*: types,
-layouts and register use only show up in the real pipeline (TTIR -> TTGIR -> LLVM -> PTX -> cubin). Triton can
-run that pipeline for an explicit target without a device, so this module does, for the block configurations
-:func:`.triton_scan.block_config` picks on representative shapes, and reports ptxas' registers and spills.
+The interpreter (how CI runs the kernels on CPU) checks the maths but not the machine code: registers, spills,
+vector widths and instruction counts only exist after Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX ->
+cubin), which runs for an explicit target without a device. This module compiles every kernel of the fused
+SS2D op (and the plain op) for the shapes below, specialised as the runtime JIT would (16-byte aligned
+pointers, integer arguments divisible by 16 marked so, arguments equal to 1 made constants), and prints per
+kernel and shape:
 
-    python -m vmamba.ops.triton_aot --arch 90      # sm_90 (H100); --arch 80 for A100; --quick for two shapes
+* ``registers`` / ``spill_bytes``: from ``ptxas -v``;
+* ``vector_loads`` / ``scalar_loads``: ``ld.global`` instructions in the PTX with / without ``.v2``/``.v4``;
+* ``instr_per_element``: SASS thread-instructions of one iteration of the kernel's chunk loop (the inner loop
+  over positions), divided by the route-elements (position x channel x route) a thread handles in it. For
+  d_state N > 1 the loop over states counts N times. The carry kernel counts per (chunk, channel, state).
 
-Must run without ``TRITON_INTERPRET=1`` (interpreted kernels cannot be compiled); exits non-zero on any failure.
+    python -m vmamba.ops.triton_aot --arch 90                 # sm_90 (H100/H200); --arch 80 for A100
+    python -m vmamba.ops.triton_aot --arch 90 --json facts.json --shapes s1l8_stage1 vanilla_stage1
+
+Budgets (printed with the table): to keep the fused op bandwidth-bound at 80 % of an H100's HBM peak
+(3.35 TB/s; 132 SMs x 4 warp-instructions per cycle x 1.98 GHz = 33.4 T thread-instructions/s), a kernel may
+spend per route-element at most ``33.4e12 * bytes_per_route_element / (0.8 * 3.35e12)`` instructions: with the
+ideal bytes of the fused op (bf16 in, fp32 y and dy) that is 43 forward / 75 backward for N = 1 (VMamba-T), and
+48 / 83 for N = 16 (vanilla, whose B/C add 4 * 2 * 16 * 2 bytes per position); the issue's round budgets are
+40 / 75 for N = 1.
+
+Must run without ``TRITON_INTERPRET=1`` (interpreted kernels cannot be compiled); exits non-zero on failure.
 """
 import argparse
+import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
 
-#: (name, L, d_state, channels per group, rows = batch x channels): VMamba-T stage 1 (N = 1, 16), stage 4,
-#: detection at stride 4 and batch 2 (few programs, long L), and the largest supported d_state.
-SHAPES = [
-    ('stage1_n1', 3136, 1, 96, 128 * 384),
-    ('stage1_n16', 3136, 16, 192, 128 * 768),
-    ('stage4_n1', 49, 1, 768, 128 * 3072),
-    ('detection_n1', 66_600, 1, 96, 2 * 96),
-    ('n64', 100, 64, 2, 4),
-]
-
-#: kernel name -> (pointer args holding input-dtype data, forward?, fused?)
-_KERNELS = {
-    '_scan_fwd_kernel': ({'u_ptr', 'dl_ptr', 'B_ptr', 'C_ptr'}, True, False),
-    '_scan_bwd_kernel': ({'u_ptr', 'dl_ptr', 'B_ptr', 'C_ptr', 'du_ptr', 'ddl_ptr'}, False, False),
-    '_ss2d_fwd_kernel': ({'x_ptr', 'dl_ptr', 'B_ptr', 'C_ptr'}, True, True),
-    '_ss2d_bwd_kernel': ({'x_ptr', 'dl_ptr', 'B_ptr', 'C_ptr', 'ddl_ptr'}, False, True),
+#: name -> (batch, H, W, D, N): VMamba-T[s1l8] stages 1-4 and the vanilla design's stage 1 at batch 128
+#: (224^2 input), and a Mask R-CNN image pair at stride 4 (800 x 1344 -> 200 x 336, L = 67,200).
+SHAPES = {
+    's1l8_stage1': (128, 56, 56, 96, 1),
+    's1l8_stage2': (128, 28, 28, 192, 1),
+    's1l8_stage3': (128, 14, 14, 384, 1),
+    's1l8_stage4': (128, 7, 7, 768, 1),
+    'vanilla_stage1': (128, 56, 56, 192, 16),
+    'det_b2': (2, 200, 336, 96, 1),
 }
+
+#: Instruction budgets per route-element (see the module docstring), by (direction, N > 1).
+BUDGET = {('forward', False): 40, ('backward', False): 75, ('forward', True): 48, ('backward', True): 83}
+
+_HALF_ARGS = {'x_ptr', 'dl_ptr', 'B_ptr', 'C_ptr', 'dx_ptr', 'ddl_ptr', 'u_ptr', 'du_ptr'}
+_BIN = None
+
+
+def _bin(tool):
+    import triton
+    return os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', tool)
 
 
 def _ptxas_stats(ptx, arch):
     """(registers, spill bytes) from ``ptxas -v``, or (None, None) when Triton's ptxas is not available."""
-    import tempfile
-
-    import triton
-    ptxas = os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', 'ptxas')
+    ptxas = _bin('ptxas')
     if not os.path.exists(ptxas):
         return None, None
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,8 +78,123 @@ def _ptxas_stats(ptx, arch):
     return regs, spills
 
 
-def compile_kernels(arch=90, shapes=SHAPES, dtype='bf16'):
-    """Compile every kernel (and both fused-op modes) for each shape. Returns a list of result dicts."""
+def _sass(cubin):
+    """[(address, opcode)] of the kernel's SASS (cuobjdump ships inside triton)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'k.cubin')
+        with open(path, 'wb') as f:
+            f.write(cubin)
+        text = subprocess.run([_bin('cuobjdump'), '-sass', path], capture_output=True, text=True).stdout
+    out = []
+    for line in text.splitlines():
+        m = re.match(r'\s+/\*([0-9a-f]{4,})\*/\s+(.*?);', line)
+        if m:
+            out.append((int(m.group(1), 16), m.group(2).strip()))
+    return out
+
+
+def _loops(sass):
+    """(start, end) address ranges of the loops: backward branches."""
+    loops = []
+    for addr, ins in sass:
+        m = re.match(r'(@!?U?P\w+\s+)?BRA\s+(?:\S+\s+)?(0x[0-9a-f]+)', ins)
+        if m and int(m.group(2), 16) <= addr:
+            loops.append((int(m.group(2), 16), addr))
+    return loops
+
+
+def _count(sass, start, end):
+    return sum(1 for a, _ in sass if start <= a <= end)
+
+
+def chunk_loop_instructions(sass, n_states):
+    """SASS instructions of one iteration of the chunk loop, the state loop inside it counted n_states times.
+
+    The chunk loop is the innermost loop that holds global tile loads and contains another loop (the loop over
+    states) or, failing that, the innermost loop with global loads.
+    """
+    loops = _loops(sass)
+    loads = [a for a, ins in sass if re.search(r'\bLDG\b', ins)]
+
+    def has_loads(lp):
+        return sum(lp[0] <= a <= lp[1] for a in loads) >= 2
+
+    inner = lambda lp: [q for q in loops if q != lp and lp[0] <= q[0] and q[1] <= lp[1]]  # noqa: E731
+    candidates = [lp for lp in loops if has_loads(lp) and inner(lp)]
+    if candidates:
+        outer = min(candidates, key=lambda lp: lp[1] - lp[0])
+        state_loop = max(inner(outer), key=lambda lp: lp[1] - lp[0])
+        body = _count(sass, *outer) - _count(sass, *state_loop)
+        return body + n_states * _count(sass, *state_loop)
+    plain = [lp for lp in loops if has_loads(lp)]
+    if not plain:
+        return None
+    return _count(sass, *min(plain, key=lambda lp: lp[1] - lp[0]))
+
+
+def _specialise(kernel, consts, ints, dtype):
+    """Signature and attributes as the JIT specialises a call: aligned pointers, ints % 16, ints == 1."""
+    signature, attrs = {}, {}
+    consts = dict(consts)
+    for i, arg in enumerate(kernel.arg_names):
+        if arg in consts:
+            signature[arg] = 'constexpr'
+        elif arg.endswith('_ptr'):
+            signature[arg] = f'*{dtype}' if arg in _HALF_ARGS else '*fp32'
+            attrs[(i,)] = [['tt.divisibility', 16]]
+        else:
+            value = ints[arg]
+            if value == 1:
+                consts[arg] = 1
+                signature[arg] = 'constexpr'
+            else:
+                signature[arg] = 'i32'
+                if value % 16 == 0:
+                    attrs[(i,)] = [['tt.divisibility', 16]]
+    return signature, attrs, consts
+
+
+def _fused_launches(batch, H, W, D, N):
+    """(label, kernel, constexprs, integer args, num_warps, route-elements per thread per chunk iteration,
+    direction) for every launch of the fused op's forward and backward, as ss2d_fwd/ss2d_bwd make them."""
+    import triton
+
+    from . import triton_ss2d as T
+    BT, BD, VEC, warps = T.tile_config(D)
+    _, bBD, bVEC, bwarps = T.tile_config(D, backward=True)
+    L = H * W
+    R = -(-D // 16)  # dt_rank of the layer whose inner width is D (ssm_ratio 1: C = D)
+    row = 4 * (R + 2 * N)  # B/C are views of the x_proj output (batch, H, W, 4, R + 2N)
+    n_chunks = -(-L // BT)
+    sm = 132
+    cpp = T._chunks_per_program(n_chunks, batch * -(-D // BD), sm)
+    bwd_cpp = T._chunks_per_program(n_chunks, batch, sm, target_per_sm=8)
+    ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=n_chunks, chunks_per_prog=cpp, n_blocks=-(-D // bBD),
+                sxb=L * D, sxp=D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
+                sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D, syp=D)
+    flags = dict(HAS_BIAS=True, SOFTPLUS=True, BT=BT)
+    out = []
+    for pair in (0, 1):
+        out.append((f'fwd_summary[pair{pair}]', T._fwd_summary_kernel, dict(PAIR=pair, BD=BD, VEC=VEC, **flags),
+                    ints, warps, BT * VEC * 2, 'forward'))
+    out.append(('carry', T._carry_kernel, dict(ADJOINT=False, CB=16, BLK=128), ints, 4, 16 * 128 // 128,
+                'forward'))
+    for pair in (0, 1):
+        out.append((f'fwd_main[pair{pair}]', T._fwd_kernel, dict(PAIR=pair, HAS_D=True, BD=BD, VEC=VEC, **flags),
+                    ints, warps, BT * VEC * 2, 'forward'))
+    for pair in (0, 1):
+        out.append((f'bwd_summary[pair{pair}]', T._bwd_summary_kernel, dict(PAIR=pair, BD=BD, VEC=VEC, **flags),
+                    ints, warps, BT * VEC * 2, 'backward'))
+    bints = dict(ints, chunks_per_prog=bwd_cpp)
+    for pair in (0, 1):
+        out.append((f'bwd_main[pair{pair}]', T._bwd_kernel,
+                    dict(PAIR=pair, HAS_D=True, BD=bBD, VEC=bVEC, BN=triton.next_power_of_2(N), **flags),
+                    bints, bwarps, BT * bVEC * 2, 'backward'))
+    return out
+
+
+def compile_kernels(arch=90, shapes=None, dtype='bf16'):
+    """Compile every fused-op kernel for each shape. Returns a list of records (see the module docstring)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -66,40 +202,45 @@ def compile_kernels(arch=90, shapes=SHAPES, dtype='bf16'):
     from . import triton_scan
     if triton_scan.INTERPRET:
         raise RuntimeError('triton_aot needs compiled kernels: unset TRITON_INTERPRET and run in a fresh process.')
-    results = []
-    for name, length, d_state, group_channels, rows in shapes:
-        BN, BL, bd_fwd, bd_bwd, warps_bwd = triton_scan.block_config(length, d_state, group_channels, rows, 528)
-        for kernel_name, (half_ptrs, forward, fused) in _KERNELS.items():
-            kernel = getattr(triton_scan, kernel_name)
-            for split in ((False, True) if fused else (None,)):
-                consts = dict(HAS_D=True, HAS_BIAS=True, SOFTPLUS=True, BN=BN, BL=BL,
-                              BD=bd_fwd if forward else bd_bwd)
-                if split is not None:
-                    consts['SPLIT'] = split
-                signature = {a: 'constexpr' if a in consts else
-                             (f'*{dtype}' if a in half_ptrs else '*fp32') if a.endswith('_ptr') else 'i32'
-                             for a in kernel.arg_names}
-                num_warps = 4 if forward else warps_bwd
-                compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=consts),
-                                          target=GPUTarget('cuda', arch, 32), options=dict(num_warps=num_warps))
-                regs, spills = _ptxas_stats(compiled.asm['ptx'], arch)
-                results.append(dict(shape=name, kernel=kernel_name + ('[split]' if split else ''),
-                                    BD=consts['BD'], BN=BN, BL=BL, num_warps=num_warps, registers=regs,
-                                    spill_bytes=spills))
-    return results
+    records = []
+    for name in shapes or SHAPES:
+        batch, H, W, D, N = SHAPES[name]
+        for label, kernel, consts, ints, warps, per_thread, direction in _fused_launches(batch, H, W, D, N):
+            signature, attrs, consts = _specialise(kernel, consts, ints, dtype)
+            compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=consts, attrs=attrs),
+                                      target=GPUTarget('cuda', arch, 32), options=dict(num_warps=warps))
+            ptx = compiled.asm['ptx']
+            regs, spills = _ptxas_stats(ptx, arch)
+            loads = re.findall(r'ld\.global[\w.:]*', ptx)
+            vector = sum(1 for ld in loads if re.search(r'\.v[24]\b', ld))
+            body = chunk_loop_instructions(_sass(compiled.asm['cubin']), 1 if label == 'carry' else N)
+            records.append(dict(kernel=label, shape=name, d_state=N, direction=direction, num_warps=warps,
+                                registers=regs, spill_bytes=spills, vector_loads=vector,
+                                scalar_loads=len(loads) - vector,
+                                instr_per_element=None if body is None else round(body / per_thread, 1),
+                                budget=BUDGET[(direction, N > 1)]))
+    return records
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--arch', type=int, default=90, help='compute capability x10: 80 (A100), 90 (H100)')
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
-    parser.add_argument('--quick', action='store_true', help='only the first two shapes')
+    parser.add_argument('--shapes', nargs='+', choices=sorted(SHAPES), help='default: all')
+    parser.add_argument('--json', help='also write the records to this file')
     args = parser.parse_args(argv)
-    shapes = SHAPES[:2] if args.quick else SHAPES
-    print(f'{"shape":>13} {"kernel":>24} {"BD":>3} {"BN":>3} {"BL":>4} {"warps":>5} {"regs":>5} {"spill B":>7}')
-    for r in compile_kernels(args.arch, shapes, args.dtype):
-        print(f'{r["shape"]:>13} {r["kernel"]:>24} {r["BD"]:>3} {r["BN"]:>3} {r["BL"]:>4} {r["num_warps"]:>5} '
-              f'{r["registers"]!s:>5} {r["spill_bytes"]!s:>7}')
+    records = compile_kernels(args.arch, args.shapes, args.dtype)
+    print(f'{"shape":>15} {"kernel":>18} {"N":>3} {"warps":>5} {"regs":>5} {"spill B":>7} {"ld.v2/v4":>8} '
+          f'{"ld scalar":>9} {"instr/elem":>10} {"budget":>6}')
+    for r in records:
+        budget = r['budget'] if r['kernel'] != 'carry' else '-'
+        print(f'{r["shape"]:>15} {r["kernel"]:>18} {r["d_state"]:>3} {r["num_warps"]:>5} {r["registers"]!s:>5} '
+              f'{r["spill_bytes"]!s:>7} {r["vector_loads"]:>8} {r["scalar_loads"]:>9} '
+              f'{r["instr_per_element"]!s:>10} {budget!s:>6}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(records, f, indent=1)
+        print(f'wrote {args.json}')
     print(f'all kernels compiled for sm_{args.arch} ({args.dtype} inputs)')
     return 0
 

@@ -1,31 +1,20 @@
-"""Triton selective scan: forward and deterministic backward, plain and fused-SS2D. The default for CUDA tensors.
+"""Triton selective scan, the default for CUDA tensors: the plain op's kernels here, the fused SS2D op's in
+:mod:`.triton_ss2d` (channels-last operands, route pairs, chunk-parallel scans; its docstring has the design).
 
-Design (measurement plan and roofline in ``docs/benchmarks.md``)
-----------------------------------------------------------------
+Plain op (official layout u/delta (batch, K*D, L), B/C (batch, K, N, L))
+-----------------------------------------------------------------------
 * One program owns one batch element and a block of ``BD`` channels (always inside one B/C group, so the
   ``(BN, BL)`` tiles of B and C are loaded once and broadcast over the block). It walks the sequence in chunks
   of ``BL`` positions: coalesced loads along L, an fp32 ``tl.associative_scan`` over ``(decay, input)`` pairs
-  on a ``(BD, BN, BL)`` register tile, and the fp32 state of the previous chunk carried in registers. There are
-  batch x channels / BD programs; BD shrinks when that is too few to fill the GPU (long maps at small batch).
+  on a ``(BD, BN, BL)`` register tile, and the fp32 state of the previous chunk carried in registers.
 * Forward stores only the state at each chunk end (``(batch, channels, n_chunks, N)`` fp32, tiny). The backward
   walks the chunks in reverse, recomputes the chunk's states from the stored entering state, runs the reverse
   scan for dL/dh (decay shifted by one step: loaded from position l + 1), and forms every gradient in registers.
-  ``a_t h_{t-1}`` is taken as ``h_t - Δ_t u_t B_t`` (what the CUDA kernel does) so no shifted state is needed.
 * Deterministic backward, no atomics: dA, dD and d(delta_bias) are summed per program and written per
-  (batch, channel), dB/dC per (batch, channel block, position); the remaining sums (over batch and over channel
-  blocks) are ordinary ``torch.sum`` reductions with a fixed order.
-* Fused SS2D: the same walker, with the route's position -> spatial-index map computed in-kernel, so x, delta,
-  B and C are read in their (H, W) layout and the 4x cross-scanned copies never exist. A program walks the four
-  routes of its channel block in turn and accumulates the merged output (and, backward, dx) itself: routes are
-  separated by a CTA barrier, so the read-modify-write is ordered and deterministic without atomics. With too
-  few programs to fill the GPU, each route gets its own program and a slice of a 4-way workspace summed on the
-  host instead (``ROUTE_SPLIT``).
+  (batch, channel), dB/dC per (batch, channel block, position); the remaining sums are ``torch.sum``.
 * Padded positions (past L) get Δ = 0 *after* bias and softplus, i.e. decay 1 and input 0: the identity.
 * Everything loaded is upcast to fp32 at once (the interpreter cannot do bf16 arithmetic) and softplus avoids
   ``log1p`` (absent from the interpreter).
-* The reverse scan uses ``tl.associative_scan(..., reverse=True)`` with the same combine as the forward scan:
-  Triton's semantics are ``flip(scan(flip(x)))`` with the later elements as the left operand, pinned by its own
-  ``test_scan2d[linear_recurrence-...-reverse=True]`` test (and checked here against the reference on CPU).
 
 With ``TRITON_INTERPRET=1`` set before this module is imported, the kernels run on CPU tensors (CI).
 """
@@ -92,14 +81,6 @@ def block_config(length, d_state, group_channels, rows=1, min_programs=1):
 
     warps_bwd = 4 if BN * BL <= _BWD_ELEMS else 8
     return BN, BL, channels_per_program(_FWD_ELEMS), channels_per_program(_BWD_ELEMS), warps_bwd
-
-
-#: Fused-op route split: None = automatic (when channel blocks alone cannot fill the device), or force True/False.
-ROUTE_SPLIT = None
-
-
-def _route_split(programs, min_programs):
-    return (programs < min_programs) if ROUTE_SPLIT is None else bool(ROUTE_SPLIT)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,107 +312,6 @@ def _scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# kernels: fused SS2D. x (batch, D, H, W), delta (batch, 4, D, H, W), B/C (batch, 4, N, H, W), y (batch, D, H, W)
-# fp32; parameters indexed k*D + d. Grid (channel blocks, batch, 1 or 4). Default: each program walks the four
-# routes in turn and merges into y itself (read-modify-write ordered by a CTA barrier). SPLIT (few programs, e.g.
-# detection at batch 2): one program per route writing its own slice of a (4, batch, D, H, W) workspace that the
-# host sums, for 4x the parallelism. Both are deterministic.
-# ----------------------------------------------------------------------------------------------------------------
-@triton.jit
-def _ss2d_fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr,
-                     dim, H, W, N, n_chunks,
-                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SPLIT: tl.constexpr,
-                     BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    L = H * W
-    d = pid_d * BD + tl.arange(0, BD)
-    mask_d = d < dim
-    mask_n = tl.arange(0, BN) < N
-    x_row = (b * dim + pid_d * BD) * L
-    if SPLIT:
-        k = tl.program_id(2)
-        y_route = y_ptr + k.to(tl.int64) * tl.num_programs(1) * dim * L
-        _ss2d_fwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_route, st_ptr, b, pid_d, d, x_row, k,
-                        dim, H, W, N, n_chunks, mask_d, mask_n, False, HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
-    else:
-        for k in range(4):  # a runtime loop: one copy of the walker, not four (registers, compile time)
-            tl.debug_barrier()  # the previous route's stores to y are visible before this route adds to them
-            _ss2d_fwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr, b, pid_d, d, x_row,
-                            k, dim, H, W, N, n_chunks, mask_d, mask_n, k > 0, HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
-
-
-@triton.jit
-def _ss2d_fwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr, b, pid_d, d, x_row, k,
-                    dim, H, W, N, n_chunks, mask_d, mask_n, accumulate, HAS_D: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                    BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
-    """Route k of one (batch, channel block): its parameters, delta/B/C maps and chunk-state slice."""
-    L = H * W
-    A, Dv, bias = _load_params(A_ptr, D_ptr, bias_ptr, k * dim + d, N, mask_d, mask_n, HAS_D, HAS_BIAS, BN)
-    dl_row = ((b * 4 + k) * dim + pid_d * BD) * L
-    bc = (b * 4 + k) * N * L
-    st = ((b * 4 + k) * dim + pid_d * BD) * n_chunks * N
-    _fwd_walk(x_ptr + x_row, dl_ptr + dl_row, B_ptr + bc, C_ptr + bc, y_ptr + x_row, st_ptr + st,
-              A, Dv, bias, L, L, L, L, n_chunks * N, N, L, H, W, k, accumulate, n_chunks, mask_d, mask_n,
-              PLAIN=False, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, STORE_STATES=True,
-              BD=BD, BN=BN, BL=BL)
-
-
-@triton.jit
-def _ss2d_bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
-                     dx_ptr, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-                     dim, H, W, N, n_chunks,
-                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, SPLIT: tl.constexpr,
-                     BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
-    pid_d = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
-    L = H * W
-    d = pid_d * BD + tl.arange(0, BD)
-    mask_d = d < dim
-    mask_n = tl.arange(0, BN) < N
-    x_row = (b * dim + pid_d * BD) * L
-    if SPLIT:
-        k = tl.program_id(2)
-        _ss2d_bwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
-                        dx_ptr + k.to(tl.int64) * tl.num_programs(1) * dim * L, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr,
-                        dbias_ptr, b, pid_d, d, x_row, k, dim, H, W, N, n_chunks, mask_d, mask_n, False,
-                        HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
-    else:
-        for k in range(4):
-            tl.debug_barrier()  # the previous route's dx stores are visible before this route adds to them
-            _ss2d_bwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr, dx_ptr, ddl_ptr,
-                            dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, b, pid_d, d, x_row, k, dim, H, W, N,
-                            n_chunks, mask_d, mask_n, k > 0, HAS_D, HAS_BIAS, SOFTPLUS, BD, BN, BL)
-
-
-@triton.jit
-def _ss2d_bwd_route(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
-                    dx_ptr, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, b, pid_d, d, x_row, k,
-                    dim, H, W, N, n_chunks, mask_d, mask_n, accumulate, HAS_D: tl.constexpr,
-                    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                    BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
-    """Backward of route k for one (batch, channel block); stores its dA/dD/d delta_bias partials."""
-    L = H * W
-    n_blocks = tl.num_programs(0)
-    ch = k * dim + d
-    A, Dv, bias = _load_params(A_ptr, D_ptr, bias_ptr, ch, N, mask_d, mask_n, HAS_D, HAS_BIAS, BN)
-    dl_row = ((b * 4 + k) * dim + pid_d * BD) * L
-    bc = (b * 4 + k) * N * L
-    st = ((b * 4 + k) * dim + pid_d * BD) * n_chunks * N
-    ws = ((b * n_blocks + pid_d) * 4 + k) * N * L  # dB/dC workspace (batch, blocks, 4, N, L)
-    dA, dD, dbias = _bwd_walk(x_ptr + x_row, dl_ptr + dl_row, B_ptr + bc, C_ptr + bc, dy_ptr + x_row,
-                              st_ptr + st, dx_ptr + x_row, ddl_ptr + dl_row, dB_ptr + ws, dC_ptr + ws,
-                              A, Dv, bias, L, L, L, L, L, L, L, n_chunks * N, N, L, H, W, k, accumulate, n_chunks,
-                              mask_d, mask_n, PLAIN=False, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS,
-                              BD=BD, BN=BN, BL=BL)
-    offs_n = tl.arange(0, BN)
-    tl.store(dA_ptr + (b * 4 * dim + ch[:, None]) * N + offs_n[None, :], dA, mask=mask_d[:, None] & mask_n[None, :])
-    tl.store(dD_ptr + b * 4 * dim + ch, dD, mask=mask_d)
-    tl.store(dbias_ptr + b * 4 * dim + ch, dbias, mask=mask_d)
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # host side (the backend interface used by .dispatch)
 # ----------------------------------------------------------------------------------------------------------------
 def _prepare(*tensors):
@@ -502,57 +382,5 @@ def scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
             None if bias_in is None else dbias.sum(0).to(bias_in.dtype))
 
 
-def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
-    """Fused SS2D forward: returns (merged y (batch, D, H, W) fp32, (chunk_end_states,))."""
-    x, delta, B, C = _prepare(x, delta, B, C)
-    A, D, delta_bias = _params(A, D, delta_bias)
-    batch, dim, H, W = x.shape
-    N = A.shape[1]
-    L = H * W
-    min_programs = _min_programs(x.device)
-    BN, BL, BD, _, _ = block_config(L, N, dim, batch * dim, min_programs)
-    split = _route_split(batch * dim // BD, min_programs)
-    n_chunks = triton.cdiv(L, BL)
-    y = torch.empty(4 if split else 1, batch, dim, H, W, device=x.device, dtype=torch.float32)
-    states = torch.empty(batch, 4, dim, n_chunks, N, device=x.device, dtype=torch.float32)
-    _ss2d_fwd_kernel[(dim // BD, batch, 4 if split else 1)](
-        x, delta, A, B, C, D if D is not None else _dummy(x), delta_bias if delta_bias is not None else _dummy(x),
-        y, states, dim, H, W, N, n_chunks,
-        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SPLIT=split,
-        BD=BD, BN=BN, BL=BL, num_warps=4)
-    return y.sum(0) if split else y[0], (states,)
-
-
-def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
-    """Fused SS2D backward: (dx, ddelta, dA, dB, dC, dD, ddelta_bias), deterministic."""
-    (states,) = saved
-    x_in, delta_in, A_in, B_in, C_in, D_in, bias_in = x, delta, A, B, C, D, delta_bias
-    x, delta, B, C, dy = _prepare(x, delta, B, C, dy)
-    A, D, delta_bias = _params(A, D, delta_bias)
-    batch, dim, H, W = x.shape
-    N = A.shape[1]
-    L = H * W
-    min_programs = _min_programs(x.device)
-    BN, BL, _, BD, warps = block_config(L, N, dim, batch * dim, min_programs)
-    n_blocks = dim // BD
-    split = _route_split(batch * n_blocks, min_programs)
-    n_chunks = triton.cdiv(L, BL)
-    dev = x.device
-    # dx: merged over the 4 routes in the kernel, or one slice per route summed here (split)
-    dx = torch.empty(4 if split else 1, batch, dim, H, W, device=dev, dtype=torch.float32)
-    ddelta = torch.empty_like(delta)
-    dA = torch.empty(batch, 4 * dim, N, device=dev, dtype=torch.float32)
-    dD = torch.empty(batch, 4 * dim, device=dev, dtype=torch.float32)
-    dbias = torch.empty(batch, 4 * dim, device=dev, dtype=torch.float32)
-    dB = torch.empty(batch, n_blocks, 4, N, H, W, device=dev, dtype=torch.float32)
-    dC = torch.empty_like(dB)
-    _ss2d_bwd_kernel[(n_blocks, batch, 4 if split else 1)](
-        x, delta, A, B, C, D if D is not None else _dummy(x), delta_bias if delta_bias is not None else _dummy(x),
-        dy, states, dx, ddelta, dA, dB, dC, dD, dbias, dim, H, W, N, n_chunks,
-        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), SPLIT=split,
-        BD=BD, BN=BN, BL=BL, num_warps=warps)
-    dx = dx.sum(0) if split else dx[0]
-    return (dx.to(x_in.dtype), ddelta.to(delta_in.dtype), dA.sum(0).to(A_in.dtype),
-            dB.sum(1).to(B_in.dtype), dC.sum(1).to(C_in.dtype),
-            None if D_in is None else dD.sum(0).to(D_in.dtype),
-            None if bias_in is None else dbias.sum(0).to(bias_in.dtype))
+# The fused SS2D op (channels-last operands, route pairs, chunk-parallel) has its own kernels.
+from .triton_ss2d import ss2d_bwd, ss2d_fwd  # noqa: E402

@@ -1,0 +1,635 @@
+"""Triton kernels of the fused SS2D op (v2): channels-last operands, route pairs, chunk-parallel scans.
+
+Operands (all channels-last, the channel or state axis innermost with stride 1)::
+
+    x      (batch, H, W, D)         the depthwise-conv output, read by all four routes
+    delta  (batch, H, W, 4, D)      route k's step size before bias/softplus
+    B, C   (batch, H, W, 4, N)      may be strided views of the x_proj output (no copy needed)
+    y      (batch, H, W, D) fp32    the merged output of the four routes
+
+Design
+------
+* **Route pairs.** Routes 0 and 2 walk the row-major sequence in opposite directions, routes 1 and 3 the
+  column-major one. A program owns one *pair* on a chunk of ``BT`` consecutive positions of its sequence and
+  a block of ``BD`` channels, loads each operand tile ``[BT, BD]`` once, and computes both routes on it: the
+  forward route scans the tile top-down, the reverse route bottom-up, and their outputs add in registers.
+* **Channels across lanes, the sequence inside a thread.** A tile's channel axis spans the warp's lanes
+  (``VEC`` contiguous channels per thread, so every load and store is one vector per position), its ``BT``
+  positions all live in the same thread: ``tl.associative_scan`` along the positions is then a sequential
+  recurrence in registers (no shuffles, no shared memory), and folding a carried state into the first/last row
+  or reading the chunk-end state are register picks. Every position of every route is a contiguous vector of
+  channels, whatever the route's direction.
+* **Chunk-parallel with a carry pass.** Each pass over the data is three launches: (1) every chunk's local
+  summary (its decay sum and its end state from a zero start) for both routes of each pair, (2) a carry kernel
+  that turns the summaries into every chunk's entry state, sequentially over chunks but in blocks of ``CB``
+  chunks per memory round trip, (3) the main kernel, in which every chunk is independent. A batch of one or
+  two detection images (L ~ 66,000) thus has as many programs as batch 128 at 224^2.
+* **The merge.** The row-pair programs write y; the column-pair launch, ordered after it, adds its two routes
+  to y. No atomics, and the sum order is fixed: y = ((D x + y_0 + y_2) + y_1 + y_3) bit for bit on every run.
+* **Backward.** The same three launches for the adjoint ``q = a * dL/dh`` (which obeys the same kind of
+  recurrence as the state, so the forward's decay sums serve its carry), then one main kernel per pair that
+  recomputes both routes' states from their saved chunk-entry states, scans both adjoints from their entries and
+  forms every gradient in registers. The main kernel loops over the channel blocks itself, so dB and dC are
+  summed over channels inside the program (no workspace that grows with channel blocks x N x L); dx of the
+  column pair is added to the row pair's. dA, dD and d(delta_bias) are summed per program and reduced on the
+  host in a fixed order. Deterministic, no atomics.
+* **Numerics.** Everything is upcast to fp32 at load; states and sums are fp32. softplus is exact to fp32
+  round-off without ``log1p`` (absent from the interpreter): a series below e^x = 1/16, log(1 + e^x) above,
+  identity above 20. The adjoint scan uses the shifted decay a(l+1) without loading the next position: its
+  combine carries the segment's first decay (:func:`_adjoint_combine`). Padded positions (past L) have
+  delta = 0 after bias/softplus and zero inputs: the identity step.
+
+What remains of host-side work: ``dB``/``dC`` of half-precision B/C are written in B's dtype directly; dx of a
+half-precision x is rounded to x's dtype once per pair (two roundings, where the official cross-merge rounds
+at each of its three additions); the per-program dA/dD/d(delta_bias) partials are summed with ``torch.sum``.
+"""
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+try:
+    from triton import knobs
+    _INTERPRET = bool(knobs.runtime.interpret)
+except ImportError:  # triton < 3.3
+    _INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+LOG2E = 1.4426950408889634
+_LOG2E = tl.constexpr(LOG2E)
+_LN2 = tl.constexpr(0.6931471805599453)
+
+__all__ = ['ss2d_fwd', 'ss2d_bwd', 'tile_config', 'FWD_KERNELS', 'BWD_KERNELS']
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+if _INTERPRET:  # numpy has no approximate units; the interpreter runs the same maths exactly
+    @triton.jit
+    def _exp2(x):
+        return tl.exp2(x)
+
+    @triton.jit
+    def _log2(x):
+        return tl.log2(x)
+else:  # one MUFU instruction each (tl.exp/tl.log lower to ~5 / ~15 instructions with denormal handling)
+    @triton.jit
+    def _exp2(x):
+        return tl.inline_asm_elementwise('ex2.approx.ftz.f32 $0, $1;', '=f,f', [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+
+    @triton.jit
+    def _log2(x):
+        return tl.inline_asm_elementwise('lg2.approx.ftz.f32 $0, $1;', '=f,f', [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+
+
+@triton.jit
+def _affine_combine(a1, b1, a2, b2):
+    """(a1, b1) then (a2, b2): affine maps h -> a h + b composed; scans h_t = a_t h_{t-1} + b_t."""
+    return a1 * a2, b1 * a2 + b2
+
+
+@triton.jit
+def _adjoint_combine(p1, g1, f1, p2, g2, f2):
+    """Segments of the adjoint recurrence g_l = c_l + a_{l+1} g_{l+1} (or its mirror), element = (1, c_l, a_l).
+
+    A segment maps q = a * g at the position just past its far end to g at its near end: g = G + P q; F is the
+    decay of the segment's near-end position. (p1, g1, f1) is the segment already scanned (the far side),
+    (p2, g2, f2) the one being added on the near side.
+    """
+    return p2 * f1 * p1, g2 + p2 * f1 * g1, f2
+
+
+#: Reverse scans as flip -> scan -> flip on the GPU: register renaming for in-thread rows, where Triton's
+#: ``reverse=True`` lowering emits 640 warp shuffles per [8, 128] tile (seen in the PTX). The interpreter takes
+#: ``reverse=True`` instead (its tl.flip costs ~1.5 s per call).
+_FLIP = tl.constexpr(not _INTERPRET)
+
+
+@triton.jit
+def _scan_states(a, b, REVERSE: tl.constexpr):
+    """h_l = a_l h_{l-1} + b_l down the rows of a [BT, BD] tile (bottom-up, h_l = a_l h_{l+1} + b_l, if REVERSE)."""
+    if REVERSE and _FLIP:
+        _, h = tl.associative_scan((tl.flip(a, 0), tl.flip(b, 0)), 0, _affine_combine)
+        h = tl.flip(h, 0)
+    else:
+        _, h = tl.associative_scan((a, b), 0, _affine_combine, reverse=REVERSE)
+    return h
+
+
+@triton.jit
+def _scan_adjoint(c, a, REVERSE: tl.constexpr):
+    """g_l = c_l + a_{l+1} g_{l+1} up the rows (REVERSE: the adjoint of a top-down route) or its mirror
+    g_l = c_l + a_{l-1} g_{l-1} down the rows, without a shifted load of a (see :func:`_adjoint_combine`)."""
+    one = tl.full(a.shape, 1.0, tl.float32)
+    if REVERSE and _FLIP:
+        _, g, _ = tl.associative_scan((one, tl.flip(c, 0), tl.flip(a, 0)), 0, _adjoint_combine)
+        g = tl.flip(g, 0)
+    else:
+        _, g, _ = tl.associative_scan((one, c, a), 0, _adjoint_combine, reverse=REVERSE)
+    return g
+
+
+@triton.jit
+def _softplus(x):
+    """log(1 + e^x) to fp32 round-off, identity above 20 (torch's threshold); no log1p needed: a series below
+    e^x = 1/16 (where log(1 + z) would lose digits), log2 above."""
+    z = _exp2(tl.minimum(x, 20.0) * _LOG2E)
+    series = z * (1.0 - z * (0.5 - z * (0.33333334 - z * (0.25 - z * 0.2))))
+    return tl.where(x > 20.0, x, tl.where(z < 0.0625, series, _log2(1.0 + z) * _LN2))
+
+
+@triton.jit
+def _rows(c, L, H, W, BT: tl.constexpr, PAIR: tl.constexpr):
+    """Flat spatial index h*W + w of the BT positions of chunk c of the pair's sequence, and their validity.
+
+    Row pair: position l itself. Column pair: l = w*H + h, computed from the chunk start with one division per
+    chunk (rows wrap into the next column at most once when H >= BT; tiny maps take the general path).
+    """
+    t = tl.arange(0, BT)
+    l = c * BT + t
+    valid = l < L
+    if PAIR == 0:
+        s = l
+    else:
+        w0 = (c * BT) // H
+        h = c * BT - w0 * H + t
+        if H >= BT:
+            wrap = h >= H
+            w = w0 + wrap.to(tl.int32)
+            h = tl.where(wrap, h - H, h)
+        else:
+            w = w0 + h // H
+            h = h % H
+        s = h * W + w
+    return s, valid, t
+
+
+@triton.jit
+def _channels(blk, Dm, BD: tl.constexpr, VEC: tl.constexpr):
+    """Channel indices of block blk: VEC contiguous channels per thread, the block across the lanes."""
+    d = blk * BD + tl.max_contiguous(tl.multiple_of(tl.arange(0, BD), VEC), VEC)
+    return d, d < Dm
+
+
+@triton.jit
+def _step_sizes(dl_ptr, sdl, s, m2, d, bias, SOFTPLUS: tl.constexpr):
+    """(pre-activation, Δ) tiles of one route: delta + bias, softplus'd, zero where masked (identity step)."""
+    pre = tl.load(dl_ptr + s[:, None] * sdl + d[None, :], mask=m2, other=0.0).to(tl.float32) + bias[None, :]
+    dt = pre
+    if SOFTPLUS:
+        dt = _softplus(pre)
+    return pre, tl.where(m2, dt, 0.0)
+
+
+@triton.jit
+def _pick(tile, t, row: tl.constexpr):
+    """Row ``row`` of a [BT, BD] tile (a register pick: the rows live in one thread)."""
+    return tl.sum(tl.where((t == row)[:, None], tile, 0.0), axis=0)
+
+
+# ---------------------------------------------------------------------------------------------------- forward
+@triton.jit
+def _fwd_summary_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, st_ptr, sd_ptr,
+                        L, H, W, Dm, N, n_chunks, chunks_per_prog,
+                        sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn,
+                        PAIR: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                        BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr):
+    """Per chunk and route of the pair: the decay sum sum(Δ) and the end state from a zero start."""
+    b = tl.program_id(2).to(tl.int64)
+    d, md = _channels(tl.program_id(1), Dm, BD, VEC)
+    kf, kr = PAIR, PAIR + 2
+    bias_f = tl.zeros([BD], dtype=tl.float32)
+    bias_r = tl.zeros([BD], dtype=tl.float32)
+    if HAS_BIAS:
+        bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
+        bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
+    c0 = tl.program_id(0) * chunks_per_prog
+    for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
+        s, valid, t = _rows(c, L, H, W, BT, PAIR)
+        m2 = valid[:, None] & md[None, :]
+        u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        _, dtf = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
+        _, dtr = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
+        row = (b * n_chunks + c) * 4
+        tl.store(sd_ptr + (row + kf) * Dm + d, tl.sum(dtf, axis=0), mask=md)
+        tl.store(sd_ptr + (row + kr) * Dm + d, tl.sum(dtr, axis=0), mask=md)
+        for n in range(N):
+            Bf = tl.load(B_ptr + b * sBb + s * sBp + kf * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
+            Br = tl.load(B_ptr + b * sBb + s * sBp + kr * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
+            Af = tl.load(A_ptr + (kf * Dm + d) * N + n, mask=md, other=0.0)
+            Ar = tl.load(A_ptr + (kr * Dm + d) * N + n, mask=md, other=0.0)
+            hf = _scan_states(_exp2(dtf * Af[None, :]), dtf * u * Bf[:, None], False)
+            hr = _scan_states(_exp2(dtr * Ar[None, :]), dtr * u * Br[:, None], True)
+            tl.store(st_ptr + ((row + kf) * Dm + d) * N + n, _pick(hf, t, BT - 1), mask=md)
+            tl.store(st_ptr + ((row + kr) * Dm + d) * N + n, _pick(hr, t, 0), mask=md)
+
+
+@triton.jit
+def _carry_kernel(st_ptr, sd_ptr, A_ptr, Dm, N, n_chunks, ADJOINT: tl.constexpr,
+                  CB: tl.constexpr, BLK: tl.constexpr):
+    """Chunk summaries -> chunk entry states, in place: E_c = P_{c'} E_{c'} + S_{c'} with c' the chunk before c
+    in the route's direction (c - 1 for the forward routes 0, 1; c + 1 for the reverse routes 2, 3; swapped for
+    the adjoint) and P = exp(A * sum(Δ)). One lane per (channel, state); CB chunks per memory round trip."""
+    k = tl.program_id(1)
+    b = tl.program_id(2).to(tl.int64)
+    j = tl.program_id(0) * BLK + tl.arange(0, BLK)  # (channel, state) pairs d * N + n
+    mj = j < Dm * N
+    A = tl.load(A_ptr + k * Dm * N + j, mask=mj, other=0.0)
+    r = tl.arange(0, CB)
+    left_to_right = (k < 2) != ADJOINT
+    carry = tl.zeros([BLK], dtype=tl.float32)
+    for blk in range(0, tl.cdiv(n_chunks, CB)):
+        i = blk * CB + r
+        c = tl.where(left_to_right, i, n_chunks - 1 - i)
+        mi = i < n_chunks
+        m2 = mi[:, None] & mj[None, :]
+        row = (b * n_chunks + c) * 4 + k
+        S = tl.load(st_ptr + row[:, None] * Dm * N + j[None, :], mask=m2, other=0.0)
+        sd = tl.load(sd_ptr + row[:, None] * Dm + j[None, :] // N, mask=m2, other=0.0)
+        P = _exp2(sd * A[None, :])
+        S = tl.where((r == 0)[:, None], S + P * carry[None, :], S)
+        _, inc = tl.associative_scan((P, S), 0, _affine_combine)  # state after chunk i
+        c_first = tl.where(left_to_right, blk * CB, n_chunks - 1 - blk * CB)
+        tl.store(st_ptr + ((b * n_chunks + c_first) * 4 + k) * Dm * N + j, carry, mask=mj)
+        nxt = tl.where(left_to_right, c + 1, c - 1)
+        row_n = (b * n_chunks + nxt) * 4 + k
+        tl.store(st_ptr + row_n[:, None] * Dm * N + j[None, :], inc,
+                 mask=((r < CB - 1) & (i + 1 < n_chunks))[:, None] & mj[None, :])
+        carry = _pick(inc, r, CB - 1)
+
+
+@triton.jit
+def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, st_ptr, y_ptr,
+                L, H, W, Dm, N, n_chunks, chunks_per_prog,
+                sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn,
+                PAIR: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr):
+    """Both routes of the pair on each chunk, from their entry states; y = (row pair) or += (column pair)."""
+    b = tl.program_id(2).to(tl.int64)
+    d, md = _channels(tl.program_id(1), Dm, BD, VEC)
+    kf, kr = PAIR, PAIR + 2
+    bias_f = tl.zeros([BD], dtype=tl.float32)
+    bias_r = tl.zeros([BD], dtype=tl.float32)
+    if HAS_BIAS:
+        bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
+        bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
+    Dsum = tl.zeros([BD], dtype=tl.float32)
+    if HAS_D:
+        Dsum = tl.load(D_ptr + kf * Dm + d, mask=md, other=0.0) + tl.load(D_ptr + kr * Dm + d, mask=md, other=0.0)
+    c0 = tl.program_id(0) * chunks_per_prog
+    for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
+        s, valid, t = _rows(c, L, H, W, BT, PAIR)
+        m2 = valid[:, None] & md[None, :]
+        u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        y = Dsum[None, :] * u
+        row = (b * n_chunks + c) * 4
+        _, dt = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
+        for n in range(N):  # the forward route: top-down from the state entering the chunk
+            Bv = tl.load(B_ptr + b * sBb + s * sBp + kf * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
+            Cv = tl.load(C_ptr + b * sCb + s * sCp + kf * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
+            A = tl.load(A_ptr + (kf * Dm + d) * N + n, mask=md, other=0.0)
+            E = tl.load(st_ptr + ((row + kf) * Dm + d) * N + n, mask=md, other=0.0)
+            a = _exp2(dt * A[None, :])
+            inp = dt * u * Bv[:, None]
+            y += _scan_states(a, tl.where((t == 0)[:, None], inp + a * E[None, :], inp), False) * Cv[:, None]
+        _, dt = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
+        for n in range(N):  # the reverse route: bottom-up from the state entering from below
+            Bv = tl.load(B_ptr + b * sBb + s * sBp + kr * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
+            Cv = tl.load(C_ptr + b * sCb + s * sCp + kr * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
+            A = tl.load(A_ptr + (kr * Dm + d) * N + n, mask=md, other=0.0)
+            E = tl.load(st_ptr + ((row + kr) * Dm + d) * N + n, mask=md, other=0.0)
+            a = _exp2(dt * A[None, :])
+            inp = dt * u * Bv[:, None]
+            y += _scan_states(a, tl.where((t == BT - 1)[:, None], inp + a * E[None, :], inp), True) * Cv[:, None]
+        y_ptrs = y_ptr + b * L * Dm + s[:, None] * Dm + d[None, :]
+        if PAIR == 1:
+            y += tl.load(y_ptrs, mask=m2, other=0.0)
+        tl.store(y_ptrs, y, mask=m2)
+
+
+# ---------------------------------------------------------------------------------------------------- backward
+@triton.jit
+def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, sq_ptr,
+                        L, H, W, Dm, N, n_chunks, chunks_per_prog,
+                        sdb, sdp, sdk, sCb, sCp, sCk, sCn, syb, syp,
+                        PAIR: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                        BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr):
+    """Per chunk and route: the adjoint q = a * dL/dh at the chunk's near end from a zero start (the decay
+    sums are the forward's)."""
+    b = tl.program_id(2).to(tl.int64)
+    d, md = _channels(tl.program_id(1), Dm, BD, VEC)
+    kf, kr = PAIR, PAIR + 2
+    bias_f = tl.zeros([BD], dtype=tl.float32)
+    bias_r = tl.zeros([BD], dtype=tl.float32)
+    if HAS_BIAS:
+        bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
+        bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
+    c0 = tl.program_id(0) * chunks_per_prog
+    for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
+        s, valid, t = _rows(c, L, H, W, BT, PAIR)
+        m2 = valid[:, None] & md[None, :]
+        dy = tl.load(dy_ptr + b * syb + s[:, None] * syp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        _, dtf = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
+        _, dtr = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
+        row = (b * n_chunks + c) * 4
+        for n in range(N):
+            Cf = tl.load(C_ptr + b * sCb + s * sCp + kf * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
+            Cr = tl.load(C_ptr + b * sCb + s * sCp + kr * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
+            Af = tl.load(A_ptr + (kf * Dm + d) * N + n, mask=md, other=0.0)
+            Ar = tl.load(A_ptr + (kr * Dm + d) * N + n, mask=md, other=0.0)
+            a = _exp2(dtf * Af[None, :])
+            g = _scan_adjoint(dy * Cf[:, None], a, True)
+            tl.store(sq_ptr + ((row + kf) * Dm + d) * N + n, _pick(a * g, t, 0), mask=md)
+            a = _exp2(dtr * Ar[None, :])
+            g = _scan_adjoint(dy * Cr[:, None], a, False)
+            tl.store(sq_ptr + ((row + kr) * Dm + d) * N + n, _pick(a * g, t, BT - 1), mask=md)
+
+
+@triton.jit
+def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, B_ptr, C_ptr, st_ptr, sq_ptr,
+               ddl_ptr, dB_ptr, dC_ptr, bias, acc_A, acc_bias, row, k, b, L, Dm, N, sBb, sBp, sBk, sBn,
+               sCb, sCp, sCk, sCn, ACCUMULATE_BC, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
+               BT: tl.constexpr, BN: tl.constexpr):
+    """All gradients of route k on one chunk and channel block. Stores d delta, adds this block's dB/dC to the
+    earlier blocks' (ACCUMULATE_BC), and returns (du of this route, dA and d(delta_bias) running sums)."""
+    pre, dt = _step_sizes(dl_ptr, sdp, s, m2, d, bias, SOFTPLUS)
+    ddt = tl.zeros(u.shape, dtype=tl.float32)
+    du = tl.zeros(u.shape, dtype=tl.float32)
+    mbn = valid[:, None] & (offs_n < N)[None, :]
+    bc = b * L * 4 * N + s[:, None] * 4 * N + k * N + offs_n[None, :]
+    dB = tl.zeros([BT, BN], dtype=tl.float32)
+    dC = tl.zeros([BT, BN], dtype=tl.float32)
+    for n in range(N):
+        Bv = tl.load(B_ptr + b * sBb + s * sBp + k * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + b * sCb + s * sCp + k * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
+        A = tl.load(A_ptr + (k * Dm + d) * N + n, mask=md, other=0.0)
+        E = tl.load(st_ptr + ((row + k) * Dm + d) * N + n, mask=md, other=0.0)
+        Q = tl.load(sq_ptr + ((row + k) * Dm + d) * N + n, mask=md, other=0.0)
+        a = _exp2(dt * A[None, :])
+        inp = dt * u * Bv[:, None]
+        c = dy * Cv[:, None]
+        if REVERSE:  # states run bottom-up (entry at the last row), the adjoint top-down (entry at the first)
+            h = _scan_states(a, tl.where((t == BT - 1)[:, None], inp + a * E[None, :], inp), True)
+            g = _scan_adjoint(tl.where((t == 0)[:, None], c + Q[None, :], c), a, False)
+        else:
+            h = _scan_states(a, tl.where((t == 0)[:, None], inp + a * E[None, :], inp), False)
+            g = _scan_adjoint(tl.where((t == BT - 1)[:, None], c + Q[None, :], c), a, True)
+        ah = h - inp  # a_l h_{l-1}
+        gB = g * Bv[:, None]
+        ddt += gB * u + g * ah * (A * _LN2)[None, :]  # A arrives scaled by log2(e) for exp2
+        du += gB * dt
+        sel = (offs_n == n)[None, :]
+        dB = tl.where(sel, tl.sum(g * dt * u, axis=1)[:, None], dB)
+        dC = tl.where(sel, tl.sum(h * dy, axis=1)[:, None], dC)
+        acc_A = tl.where(sel, acc_A + tl.sum(g * ah * dt, axis=0)[:, None], acc_A)
+    if SOFTPLUS:  # d softplus(x)/dx = sigmoid(x) = exp(x - softplus(x))
+        ddt = tl.where(pre <= 20.0, ddt * _exp2((pre - dt) * _LOG2E), ddt)
+    ddt = tl.where(m2, ddt, 0.0)
+    acc_bias += tl.sum(ddt, axis=0)
+    tl.store(ddl_ptr + b * L * 4 * Dm + s[:, None] * 4 * Dm + k * Dm + d[None, :],
+             ddt.to(ddl_ptr.dtype.element_ty), mask=m2)
+    if ACCUMULATE_BC:
+        dB += tl.load(dB_ptr + bc, mask=mbn, other=0.0).to(tl.float32)
+        dC += tl.load(dC_ptr + bc, mask=mbn, other=0.0).to(tl.float32)
+    tl.store(dB_ptr + bc, dB.to(dB_ptr.dtype.element_ty), mask=mbn)
+    tl.store(dC_ptr + bc, dC.to(dC_ptr.dtype.element_ty), mask=mbn)
+    return du, acc_A, acc_bias
+
+
+@triton.jit
+def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr, sq_ptr,
+                dx_ptr, ddl_ptr, dB_ptr, dC_ptr, pA_ptr, pD_ptr, pbias_ptr,
+                L, H, W, Dm, N, n_chunks, chunks_per_prog, n_blocks,
+                sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, syb, syp,
+                PAIR: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr, BN: tl.constexpr):
+    """Every gradient of both routes of the pair, chunk by chunk; loops over the channel blocks itself so that
+    dB/dC (summed over channels) are complete in this program. Writes dx (row pair) or adds to it (column
+    pair), d delta and dB/dC of its two routes, and per-program partial sums of dA, dD, d(delta_bias)."""
+    b = tl.program_id(1).to(tl.int64)
+    prog = tl.program_id(0)
+    kf, kr = PAIR, PAIR + 2
+    offs_n = tl.arange(0, BN)
+    c0 = prog * chunks_per_prog
+    c1 = tl.minimum(c0 + chunks_per_prog, n_chunks)
+    part = b * tl.num_programs(0) + prog  # this program's row of partial sums
+    for blk in range(0, n_blocks):
+        d, md = _channels(blk, Dm, BD, VEC)
+        bias_f = tl.zeros([BD], dtype=tl.float32)
+        bias_r = tl.zeros([BD], dtype=tl.float32)
+        if HAS_BIAS:
+            bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
+            bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
+        Dsum = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            Dsum = tl.load(D_ptr + kf * Dm + d, mask=md, other=0.0) + tl.load(D_ptr + kr * Dm + d, mask=md, other=0.0)
+        acc_D = tl.zeros([BD], dtype=tl.float32)
+        acc_bf = tl.zeros([BD], dtype=tl.float32)
+        acc_br = tl.zeros([BD], dtype=tl.float32)
+        acc_Af = tl.zeros([BD, BN], dtype=tl.float32)
+        acc_Ar = tl.zeros([BD, BN], dtype=tl.float32)
+        for c in range(c0, c1):
+            s, valid, t = _rows(c, L, H, W, BT, PAIR)
+            m2 = valid[:, None] & md[None, :]
+            u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + b * syb + s[:, None] * syp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+            acc_D += tl.sum(dy * u, axis=0)
+            row = (b * n_chunks + c) * 4
+            du_f, acc_Af, acc_bf = _bwd_route(
+                u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kf * sdk, sdp, A_ptr, B_ptr, C_ptr,
+                st_ptr, sq_ptr, ddl_ptr, dB_ptr, dC_ptr, bias_f, acc_Af, acc_bf, row, kf, b, L, Dm, N,
+                sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, blk > 0, False, SOFTPLUS, BT, BN)
+            du_r, acc_Ar, acc_br = _bwd_route(
+                u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kr * sdk, sdp, A_ptr, B_ptr, C_ptr,
+                st_ptr, sq_ptr, ddl_ptr, dB_ptr, dC_ptr, bias_r, acc_Ar, acc_br, row, kr, b, L, Dm, N,
+                sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, blk > 0, True, SOFTPLUS, BT, BN)
+            du = Dsum[None, :] * dy + du_f + du_r
+            dx_ptrs = dx_ptr + b * L * Dm + s[:, None] * Dm + d[None, :]
+            if PAIR == 1:
+                du += tl.load(dx_ptrs, mask=m2, other=0.0).to(tl.float32)
+            tl.store(dx_ptrs, du.to(dx_ptr.dtype.element_ty), mask=m2)
+        mdn = md[:, None] & (offs_n < N)[None, :]
+        tl.store(pA_ptr + ((part * 4 + kf) * Dm + d[:, None]) * N + offs_n[None, :], acc_Af, mask=mdn)
+        tl.store(pA_ptr + ((part * 4 + kr) * Dm + d[:, None]) * N + offs_n[None, :], acc_Ar, mask=mdn)
+        tl.store(pbias_ptr + (part * 4 + kf) * Dm + d, acc_bf, mask=md)
+        tl.store(pbias_ptr + (part * 4 + kr) * Dm + d, acc_br, mask=md)
+        if PAIR == 0:  # sum(dy * x) is the same for every route; the row pair writes it
+            tl.store(pD_ptr + part * Dm + d, acc_D, mask=md)
+
+
+FWD_KERNELS = {'summary': _fwd_summary_kernel, 'carry': _carry_kernel, 'main': _fwd_kernel}
+BWD_KERNELS = {'summary': _bwd_summary_kernel, 'carry': _carry_kernel, 'main': _bwd_kernel}
+
+
+# ---------------------------------------------------------------------------------------------------- host side
+def _sm_count(device):
+    if device.type != 'cuda':
+        return 0
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+#: Positions per chunk: the scan length inside a thread and the granularity of the saved chunk-entry states.
+#: The interpreter runs the same kernels with longer chunks (fewer Python-level iterations); tests may set it.
+CHUNK = 32 if _INTERPRET else 8
+
+
+def _channel_block(dim, vec, max_warps, fewest_blocks):
+    """(BD, warps): BD = 32 * vec * warps channels per block, wasting the fewest padded channels (VMamba's
+    widths are 3 * 2^k: 96 and 192 pad up to 128-multiples, the others divide exactly); ties go to the smallest
+    block (more programs) or, for the backward, which loops over the blocks itself, to the fewest blocks."""
+    options = []
+    for warps in (1, 2, 4, 8)[:max_warps.bit_length()]:
+        bd = 32 * vec * warps
+        blocks = -(-dim // bd)
+        options.append((blocks * bd - dim, blocks if fewest_blocks else -blocks, bd, warps))
+    _, _, bd, warps = min(options)
+    return bd, warps
+
+
+def tile_config(dim, backward=False):
+    """(BT, BD, VEC, num_warps) of the forward or backward kernels.
+
+    Forward: VEC = 4 channels per thread, so every position is one 8-byte (half) or 16-byte (fp32) vector load
+    per thread and each [BT, BD] tile holds 32 fp32 registers per thread. Backward: VEC = 2 (its ten live tiles
+    would not fit 255 registers at 4).
+    """
+    vec = 2 if backward else 4
+    bd, warps = _channel_block(dim, vec, 8 if backward else 4, backward)
+    return CHUNK, bd, vec, warps
+
+
+def _chunks_per_program(n_chunks, rows, sm_count, target_per_sm=16):
+    """Chunks each program walks: 1 when the grid would otherwise be too small to fill the device."""
+    if sm_count == 0:  # interpreter: few, long programs
+        return n_chunks
+    per = max(1, (rows * n_chunks) // (sm_count * target_per_sm))
+    return min(per, n_chunks)
+
+
+def _strides(t):
+    """(batch, position, *rest) strides of a channels-last operand whose (H, W) axes are flat."""
+    return t.stride(0), t.stride(2)
+
+
+def _flat_hw(t):
+    """The kernels index positions as h*W + w with one stride: make (H, W) flat if a view is not."""
+    return t if t.stride(1) == t.shape[2] * t.stride(2) and t.stride(-1) == 1 else t.contiguous()
+
+
+def _prepare(x, delta, B, C):
+    for t in (x, delta, B, C):
+        if t.dtype == torch.float64:
+            raise TypeError("The triton selective-scan backend computes in float32; use backend='torch' for "
+                            'float64 inputs (e.g. gradcheck).')
+    return [_flat_hw(t) for t in (x, delta, B, C)]
+
+
+def _params(A, D, delta_bias, ref):
+    """fp32 parameters; A scaled by log2(e) once, so that every decay is one exp2."""
+    f32 = lambda t: None if t is None else t.detach().to(torch.float32).contiguous()  # noqa: E731
+    dummy = torch.empty(1, device=ref.device, dtype=torch.float32)
+    return f32(A) * LOG2E, f32(D), f32(delta_bias), dummy
+
+
+class _Plan:
+    """Launch geometry shared by the forward and the backward of one call."""
+
+    def __init__(self, x, A):
+        self.batch, self.H, self.W, self.dim = x.shape
+        self.L = self.H * self.W
+        self.N = A.shape[1]
+        self.sm = _sm_count(x.device)
+        self.BT, self.BD, self.VEC, self.warps = tile_config(self.dim)
+        _, self.bwd_BD, self.bwd_VEC, self.bwd_warps = tile_config(self.dim, backward=True)
+        self.n_chunks = triton.cdiv(self.L, self.BT)
+        self.n_blocks = triton.cdiv(self.dim, self.BD)
+        self.bwd_blocks = triton.cdiv(self.dim, self.bwd_BD)
+        self.cpp = _chunks_per_program(self.n_chunks, self.batch * self.n_blocks, self.sm)
+        self.n_progs = triton.cdiv(self.n_chunks, self.cpp)
+        self.bwd_cpp = _chunks_per_program(self.n_chunks, self.batch, self.sm, target_per_sm=8)
+        self.bwd_progs = triton.cdiv(self.n_chunks, self.bwd_cpp)
+        self.carry_blk = 128
+
+    def grid(self):
+        return (self.n_progs, self.n_blocks, self.batch)
+
+    def flags(self, delta_bias, delta_softplus, backward=False):
+        bd, vec, warps = ((self.bwd_BD, self.bwd_VEC, self.bwd_warps) if backward else
+                          (self.BD, self.VEC, self.warps))
+        return dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), BT=self.BT, BD=bd, VEC=vec,
+                    num_warps=warps)
+
+    def carry(self, states, sums, A, adjoint):
+        dn = self.dim * self.N
+        _carry_kernel[(triton.cdiv(dn, self.carry_blk), 4, self.batch)](
+            states, sums, A, self.dim, self.N, self.n_chunks, ADJOINT=adjoint, CB=16, BLK=self.carry_blk,
+            num_warps=4)
+
+
+def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
+    """Fused SS2D forward on channels-last operands: returns (y (batch, H, W, D) fp32, saved tensors)."""
+    x, delta, B, C = _prepare(x, delta, B, C)
+    A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
+    p = _Plan(x, A)
+    dev = x.device
+    states = torch.empty(p.batch, p.n_chunks, 4, p.dim, p.N, device=dev, dtype=torch.float32)
+    sums = torch.empty(p.batch, p.n_chunks, 4, p.dim, device=dev, dtype=torch.float32)
+    y = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=torch.float32)
+    flags = p.flags(delta_bias, delta_softplus)
+    bias = delta_bias if delta_bias is not None else dummy
+    common = (p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.cpp,
+              x.stride(0), x.stride(2), delta.stride(0), delta.stride(2), delta.stride(3))
+    for pair in (0, 1):
+        _fwd_summary_kernel[p.grid()](x, delta, A, B, bias, states, sums, *common,
+                                      B.stride(0), B.stride(2), B.stride(3), B.stride(4), PAIR=pair, **flags)
+    p.carry(states, sums, A, adjoint=False)
+    for pair in (0, 1):
+        _fwd_kernel[p.grid()](x, delta, A, B, C, D if D is not None else dummy, bias, states, y, *common,
+                              B.stride(0), B.stride(2), B.stride(3), B.stride(4),
+                              C.stride(0), C.stride(2), C.stride(3), C.stride(4),
+                              PAIR=pair, HAS_D=D is not None, **flags)
+    return y, (states, sums)
+
+
+def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
+    """Fused SS2D backward: (dx, ddelta, dA, dB, dC, dD, ddelta_bias) in the shapes/dtypes of the inputs."""
+    states, sums = saved
+    x_in, delta_in, A_in, B_in, C_in, D_in, bias_in = x, delta, A, B, C, D, delta_bias
+    x, delta, B, C = _prepare(x, delta, B, C)
+    dy = _flat_hw(dy)
+    A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
+    p = _Plan(x, A)
+    dev = x.device
+    adjoints = torch.empty_like(states)
+    flags = p.flags(delta_bias, delta_softplus)
+    bias = delta_bias if delta_bias is not None else dummy
+    Cs = (C.stride(0), C.stride(2), C.stride(3), C.stride(4))
+    for pair in (0, 1):
+        _bwd_summary_kernel[p.grid()](delta, A, C, bias, dy, adjoints, p.L, p.H, p.W, p.dim, p.N, p.n_chunks,
+                                      p.cpp, delta.stride(0), delta.stride(2), delta.stride(3), *Cs,
+                                      dy.stride(0), dy.stride(2), PAIR=pair, **flags)
+    p.carry(adjoints, sums, A, adjoint=True)
+    dx = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=x.dtype)
+    ddelta = torch.empty(p.batch, p.H, p.W, 4, p.dim, device=dev, dtype=delta.dtype)
+    # dB/dC sum over channel blocks in this buffer: fp32 when there are several blocks and B/C are half
+    acc_dtype = B.dtype if p.bwd_blocks == 1 else torch.float32
+    dB = torch.empty(p.batch, p.H, p.W, 4, p.N, device=dev, dtype=acc_dtype)
+    dC = torch.empty(p.batch, p.H, p.W, 4, p.N, device=dev, dtype=acc_dtype)
+    pA = torch.empty(p.batch, p.bwd_progs, 4, p.dim, p.N, device=dev, dtype=torch.float32)
+    pD = torch.empty(p.batch, p.bwd_progs, p.dim, device=dev, dtype=torch.float32)
+    pbias = torch.empty(p.batch, p.bwd_progs, 4, p.dim, device=dev, dtype=torch.float32)
+    for pair in (0, 1):
+        _bwd_kernel[(p.bwd_progs, p.batch)](
+            x, delta, A, B, C, D if D is not None else dummy, bias, dy, states, adjoints,
+            dx, ddelta, dB, dC, pA, pD, pbias,
+            p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.bwd_cpp, p.bwd_blocks,
+            x.stride(0), x.stride(2), delta.stride(0), delta.stride(2), delta.stride(3),
+            B.stride(0), B.stride(2), B.stride(3), B.stride(4), *Cs, dy.stride(0), dy.stride(2),
+            PAIR=pair, HAS_D=D is not None, BN=triton.next_power_of_2(p.N),
+            **p.flags(delta_bias, delta_softplus, backward=True))
+    dA = pA.sum((0, 1)).flatten(0, 1)
+    dD = None if D_in is None else pD.sum((0, 1)).repeat(4).to(D_in.dtype)
+    dbias = None if bias_in is None else pbias.sum((0, 1)).flatten().to(bias_in.dtype)
+    return (dx.to(x_in.dtype), ddelta.to(delta_in.dtype), dA.to(A_in.dtype), dB.to(B_in.dtype),
+            dC.to(C_in.dtype), dD, dbias)
