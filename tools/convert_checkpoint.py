@@ -12,16 +12,16 @@ it strictly before anything is written, so a file for the wrong variant fails he
 """
 import argparse
 import os.path as osp
-import sys
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
-import torch
-from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import vmamba.models  # noqa: F401  (registers VMamba; `import vmamba` also fixes torch.load for old files)
-from vmamba.models.checkpoint import CheckpointMismatchError, load_checkpoint_file
-from vmamba.tasks.classification import WEIGHTS, check_state_dict_fits, convert_official_checkpoint
+from vmamba.models.checkpoint import load_checkpoint_file
+from vmamba.tasks import common, config_check, errors
+from vmamba.tasks.checkpointing import atomic_torch_save
+from vmamba.tasks.classification import (WEIGHTS, check_state_dict_fits, check_official_checkpoint,
+                                         convert_official_checkpoint)
 
 
 def parse_args(argv=None):
@@ -36,26 +36,37 @@ def parse_args(argv=None):
 
 def convert(config, src, dst, weights='ema'):
     """Convert ``src`` for ``config`` and save it to ``dst``; returns the saved dict."""
-    cfg = Config.fromfile(config)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    folder = osp.dirname(osp.abspath(dst))
+    if not osp.isdir(folder):
+        raise common.ToolError(f'The output folder {folder} does not exist; create it first '
+                               f'(mkdir -p {folder}) or write elsewhere.')
+    cfg = config_check.load_config(config)
+    if cfg.get('default_scope') != 'mmpretrain':
+        raise common.ToolError(f'{config} is a {cfg.get("default_scope")} config; the converter writes '
+                               'classification checkpoints: give it a config under configs/classification/.')
+    config_check.require(cfg, config)
+    checkpoint = load_checkpoint_file(src)
+    other = 'raw' if weights == 'ema' else 'ema'
+    check_official_checkpoint(checkpoint, weights, src, switch=f'--weights {other}')
+    init_default_scope('mmpretrain')
     from mmpretrain.registry import MODELS
     model = MODELS.build(cfg.model)
-    converted = convert_official_checkpoint(load_checkpoint_file(src), weights)
+    converted = convert_official_checkpoint(checkpoint, weights)
     state_dict = converted['state_dict']
     check_state_dict_fits(model, state_dict, f'official checkpoint {osp.basename(src)}')
     model.load_state_dict(state_dict, strict=True)
     out = {'state_dict': state_dict,
            'meta': dict(source=osp.abspath(src), weights=weights, config=osp.abspath(config))}
-    torch.save(out, dst)
+    atomic_torch_save(out, dst)
     return out
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
+    with errors.reported():
+        if not osp.isfile(args.src):
+            raise common.ToolError(f'Checkpoint file not found: {args.src!r}.')
         convert(args.config, args.src, args.dst, args.weights)
-    except (FileNotFoundError, KeyError, CheckpointMismatchError) as err:
-        sys.exit(f'error: {err.args[0] if err.args else err}')
     print(f'Wrote the {args.weights} weights of {args.src} for {args.config} to {args.dst}')
 
 

@@ -7,17 +7,19 @@
 ``--out``: detection/classification dump the predictions to a .pkl file; segmentation (as mmseg's own
 tool) writes the predicted maps into the directory FILE. ``--tta`` uses the config's ``tta_model`` and
 ``tta_pipeline``, or a flip TTA for detection and classification configs that define none.
+
+The checkpoint must fit the config's model exactly (missing, unexpected or mis-shaped keys are listed and
+the tool exits with status 1); ``--partial`` loads what fits instead (mmengine's behaviour, with warnings).
 """
 import argparse
 import os
 import os.path as osp
-import sys
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
-from vmamba.tasks import common
+from vmamba.tasks import common, config_check, errors, exact_resume, strict_loading
 
 
 def parse_args(argv=None):
@@ -30,6 +32,8 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='save images painted with the predictions under the work dir/DIR')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown image stays up')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--partial', action='store_true',
+                        help='load a checkpoint that fits the model only in part (default: it must fit exactly)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (pytorch = torchrun)')
@@ -43,10 +47,8 @@ def build_config(args):
     """Load the config and fold the command line into it."""
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
         raise common.ToolError(f'checkpoint not found: {args.checkpoint!r}')
-    cfg = Config.fromfile(args.config)
+    cfg = config_check.load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     common.default_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
@@ -63,16 +65,18 @@ def build_config(args):
 def main(argv=None):
     args = parse_args(argv)
     common.setup_dynamo_cache()
-    try:
+    with errors.reported():
         cfg = build_config(args)
+        config_check.require(cfg, args.config)
         common.check_data(cfg, args.config, ['test_dataloader'])
+        if not args.partial:
+            strict_loading.add_strict_loading(cfg, args.checkpoint)
+        exact_resume.track_data_errors(cfg, ['test_dataloader'])
         common.setup_distributed(cfg)
-        runner = common.build_runner(cfg)
+        runner = config_check.build_runner(cfg)
         if args.out:
             common.add_dump_results(runner, cfg, args.out)
-    except common.ToolError as err:
-        sys.exit(f'error: {err}')
-    return runner.test()
+        return runner.test()
 
 
 if __name__ == '__main__':

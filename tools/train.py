@@ -6,19 +6,20 @@ The config's ``default_scope`` picks the codebase; this script imports none of t
                                  [--cfg-options key=value ...] [--launcher {none,pytorch,slurm,mpi}]
     torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch   # also on a CPU-only machine
 
-``--resume`` alone continues from the latest checkpoint in the work dir; ``--resume CKPT`` from CKPT. The
-random state is re-seeded from (seed, iteration) every iteration (``StepSeedHook``), so a resumed run
-draws the same augmentations and samples as an uninterrupted one (with ``num_workers=0``).
+``--resume`` alone continues from the newest intact checkpoint in the work dir; ``--resume CKPT`` from CKPT.
+What the tool adds to the config so that training loses nothing (each in its module of ``vmamba/tasks``):
+crash-safe checkpoints (``checkpointing``), a checked resume (``resume``), data and random state that are a
+function of (seed, iteration) so that a resumed run continues exactly, with or without worker processes
+(``exact_resume``, ``common.StepSeedHook``), and a stop at the first non-finite loss (``nan_guard``).
 """
 import argparse
 import os
-import sys
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
-from vmamba.tasks import common
+from vmamba.tasks import checkpointing, common, config_check, errors, exact_resume, nan_guard, resume
 
 
 def parse_args(argv=None):
@@ -35,6 +36,9 @@ def parse_args(argv=None):
                              'model.backbone.init_cfg=None "param_scheduler[1].milestones=[8,11]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (pytorch = torchrun)')
+    parser.add_argument('--max-skipped-steps', type=int, default=None, metavar='N',
+                        help='tolerate N consecutive non-finite losses before stopping (for mixed precision, '
+                             'whose loss scaler skips those steps; default 0: stop at the first)')
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK in the environment instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -44,10 +48,8 @@ def parse_args(argv=None):
 
 def build_config(args):
     """Load the config and fold the command line into it."""
-    cfg = Config.fromfile(args.config)
+    cfg = config_check.load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
     common.default_work_dir(cfg, args.config, args.work_dir)
     if args.amp:
         common.apply_amp(cfg)
@@ -60,19 +62,29 @@ def build_config(args):
     return cfg
 
 
+def make_reliable(cfg, args):
+    """What makes a run lose nothing (after check_resume, which may fix the seed from the checkpoint)."""
+    checkpointing.use_safe_checkpoints(cfg)
+    nan_guard.add_nan_guard(cfg, args.max_skipped_steps)
+    exact_resume.make_resume_exact(cfg)
+    exact_resume.track_data_errors(cfg, ['val_dataloader'])
+    config_check.fit_schedulers_to_run(cfg)
+
+
 def main(argv=None):
     args = parse_args(argv)
     common.setup_dynamo_cache()
-    try:
+    with errors.reported():
         cfg = build_config(args)
+        config_check.require(cfg, args.config)
         loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
         common.check_data(cfg, args.config, loaders)
         common.check_pretrained(cfg)
+        resume.check_resume(cfg)
+        make_reliable(cfg, args)
         common.setup_distributed(cfg)
-    except common.ToolError as err:
-        sys.exit(f'error: {err}')
-    runner = common.build_runner(cfg)
-    runner.train()
+        runner = config_check.build_runner(cfg)
+        runner.train()
 
 
 if __name__ == '__main__':

@@ -12,17 +12,53 @@ missing/unexpected/mis-shaped keys and, when the file looks like another variant
 import os
 import pickle
 import re
+import zipfile
 
 import torch
 
 from .variants import ARCH_SETTINGS
 
-__all__ = ['CheckpointMismatchError', 'load_checkpoint_file', 'extract_state_dict', 'convert_official_keys',
+__all__ = ['CheckpointMismatchError', 'CheckpointReadError', 'unreadable_reason', 'load_checkpoint_file', 'extract_state_dict', 'convert_official_keys',
            'guess_arch', 'load_official_weights', 'load_pretrained']
 
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint's parameters do not fit the model."""
+
+
+class CheckpointReadError(ValueError):
+    """A file that cannot be read as a checkpoint (truncated, still being written, or not a PyTorch file).
+
+    ``reason`` holds the diagnosis alone (e.g. ``'it is empty (0 bytes)'``)."""
+
+    def __init__(self, message, reason=None):
+        super().__init__(message)
+        self.reason = reason or message
+
+
+def _read_error(path, reason, advice='Download/copy it again.'):
+    return CheckpointReadError(f'Cannot read the checkpoint {path}: {reason}. {advice}', reason)
+
+
+def unreadable_reason(path):
+    """Why ``path`` cannot be a complete PyTorch checkpoint, from its bytes alone; None if it may be one.
+
+    ``torch.save`` writes a zip archive (whose directory sits at the very end, so a truncated file has
+    none) or, with the legacy format, a pickle stream (first byte 0x80).
+    """
+    size = os.path.getsize(path)
+    if size == 0:
+        return 'it is empty (0 bytes)'
+    with open(path, 'rb') as f:
+        head = f.read(4)
+    if head.startswith(b'PK'):
+        if not zipfile.is_zipfile(path):
+            return f'it is truncated ({size} bytes, the end of its zip archive is missing)'
+        return None
+    if head[:1] == b'\x80':
+        return None
+    kind = 'text' if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else 'binary data'
+    return f'it is not a PyTorch checkpoint (it starts with {kind} {head!r}, not a zip archive or pickle)'
 
 
 class _Placeholder:
@@ -61,12 +97,25 @@ def load_checkpoint_file(path, map_location='cpu'):
             f'Checkpoint file not found: {path!r}. Download the official weights (see README, "Checkpoints") '
             'into checkpoints/, or point the config at your file, e.g. '
             '--cfg-options model.backbone.init_cfg.checkpoint=PATH.')
+    reason = unreadable_reason(path)
+    if reason:
+        raise _read_error(path, reason, 'Point at a complete checkpoint (a file written by torch.save), '
+                                        'or download/copy it again.')
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, ImportError):
-        # Official files hold a pickled config object (whose module, yacs, may be absent) and mmengine
-        # checkpoints hold its message hub: both need a full unpickle (trusted files only).
-        return torch.load(path, map_location=map_location, weights_only=False, pickle_module=_LenientPickle)
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except (pickle.UnpicklingError, ImportError):
+            # Official files hold a pickled config object (whose module, yacs, may be absent) and mmengine
+            # checkpoints hold its message hub: both need a full unpickle (trusted files only).
+            return torch.load(path, map_location=map_location, weights_only=False,
+                              pickle_module=_LenientPickle)
+    except (EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        # Damage inside an archive whose directory is intact (or a pickle cut short).
+        raise _read_error(path, f'it is damaged ({type(err).__name__}: {err})') from err
+    except RuntimeError as err:
+        if 'PytorchStreamReader' not in str(err) and 'zip archive' not in str(err):
+            raise
+        raise _read_error(path, f'it is damaged ({str(err).splitlines()[0]})') from err
 
 
 def extract_state_dict(checkpoint, key=None):

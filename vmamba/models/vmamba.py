@@ -102,13 +102,31 @@ def _init_weights(m):
         nn.init.zeros_(m.bias)
 
 
-def _check_input(x, in_channels):
+def _check_input(x, in_channels, dtype=None):
     if x.dim() != 4:
         raise ValueError(f'VMamba expects a 4-D image batch (B, {in_channels}, H, W), got shape '
                          f'{tuple(x.shape)}. Add a batch dimension with x.unsqueeze(0) for a single image.')
     if x.shape[1] != in_channels:
         raise ValueError(f'VMamba was built for {in_channels} input channels, got {x.shape[1]} '
                          f'(input shape {tuple(x.shape)}; images must be NCHW).')
+    if not x.is_floating_point() or (dtype is not None and x.dtype != dtype and not _autocast_on(x)):
+        want = dtype if dtype is not None else 'a floating point dtype'
+        raise TypeError(f'VMamba expects a float image tensor of dtype {want} (the model\'s weights), got '
+                        f'{x.dtype}. Convert it first, e.g. x.float() (scale uint8 images, or use the '
+                        'data preprocessor of the config), or cast the model with model.to(dtype).')
+
+
+def _autocast_on(x):
+    """Under autocast the ops cast their inputs themselves, so any floating dtype is fine."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled()
+
+
+def _weight_dtype(module):
+    """The dtype of the model's first floating-point parameter (None when it has none)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), None)
 
 
 class ClassifierHead(nn.Module):
@@ -150,7 +168,7 @@ class VSSM(nn.Module):
 
     def forward_features(self, x):
         """(B, 3, H, W) -> last-stage channels-last map (B, H/32, W/32, 8C)."""
-        _check_input(x, self.in_channels)
+        _check_input(x, self.in_channels, _weight_dtype(self))
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
@@ -239,7 +257,7 @@ class VMamba(BaseModule):
         return self
 
     def forward(self, x):
-        _check_input(x, self.in_channels)
+        _check_input(x, self.in_channels, _weight_dtype(self))
         x = self.patch_embed(x)
         outs = []
         for i, layer in enumerate(self.layers):

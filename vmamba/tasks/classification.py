@@ -30,7 +30,10 @@ from mmpretrain.registry import DATASETS, HOOKS
 from vmamba.demo.imagenet import demo_set_classes, generate_demo_imagenet
 from vmamba.models.checkpoint import CheckpointMismatchError, convert_official_keys, guess_arch
 
-__all__ = ['WEIGHTS', 'official_to_classifier_keys', 'convert_official_checkpoint', 'check_state_dict_fits',
+from .common import ToolError
+
+__all__ = ['WEIGHTS', 'official_to_classifier_keys', 'check_official_checkpoint', 'convert_official_checkpoint',
+           'check_state_dict_fits',
            'VMambaCheckpointHook', 'VMambaEMAHook', 'DemoImageNet']
 
 #: Which weights of a checkpoint to use: the exponential moving average (the released accuracy of every
@@ -63,6 +66,30 @@ def _is_official(checkpoint):
     if 'state_dict' in checkpoint:
         return False
     return 'model' in checkpoint or 'model_ema' in checkpoint or 'classifier.head.weight' in checkpoint
+
+
+def check_official_checkpoint(checkpoint, weights='ema', source='the checkpoint', switch='--weights raw'):
+    """Raise :class:`ToolError` unless ``checkpoint`` is an official file holding the ``weights`` asked for.
+
+    ``switch`` is what the user types to pick the raw weights instead (the converter's ``--weights raw``)."""
+    if not isinstance(checkpoint, dict):
+        raise ToolError(f'{source} holds a {type(checkpoint).__name__}, not a checkpoint dict; give the official '
+                        'VMamba release file (a dict with model / model_ema entries).')
+    if not _is_official(checkpoint):
+        entries = ', '.join(map(str, sorted(checkpoint, key=str)[:8])) or 'none'
+        hint = (' It is an mmengine checkpoint: tools/test.py and load_from read it as it is, no conversion '
+                'needed.' if 'state_dict' in checkpoint else '')
+        raise ToolError(f'{source} is not an official VMamba classification checkpoint (its entries: {entries}; '
+                        f'an official file has model and model_ema).{hint}')
+    entry = _OFFICIAL_ENTRY[weights]
+    if 'classifier.head.weight' in checkpoint:  # a bare state dict: raw weights only
+        if weights != 'raw':
+            raise ToolError(f'{source} is a bare state dict, which holds raw weights only (no EMA). Use {switch}.')
+        return
+    if entry not in checkpoint:
+        raise ToolError(f'weights={weights!r} needs the {entry!r} entry, but {source} has only '
+                        f'{sorted(k for k in checkpoint if k in _OFFICIAL_ENTRY.values())} (vanilla-tiny was '
+                        f'released without EMA weights). Use the other weights: {switch}.')
 
 
 def convert_official_checkpoint(checkpoint, weights='ema'):

@@ -14,7 +14,7 @@ same configs run on a CPU-only machine:
 
 Two more make runs predictable: :func:`check_data` stops a run whose data is missing with one message
 (the layout the config expects and the demo config to try instead), and :class:`StepSeedHook` makes the
-random state a function of the iteration, so that ``--resume`` continues exactly.
+random state of each step a function of the iteration (the data side is in :mod:`vmamba.tasks.exact_resume`).
 
 Everything a user can get wrong raises :class:`ToolError`, whose message the tools print without a
 traceback. :func:`backbone_channels` and :func:`official_checkpoint` are for configs, so that neck widths
@@ -155,19 +155,16 @@ def fix_dataloaders(cfg):
 # ----------------------------------------------------------------------------------- exact resume
 @HOOKS.register_module()
 class StepSeedHook(Hook):
-    """Re-seed ``random``, numpy and torch from (seed, iteration) before every training batch is drawn.
+    """Re-seed ``random``, numpy and torch from (seed, iteration) before every training step.
 
     mmengine's ``--resume`` restores weights, optimizer, schedulers and counters, but not the random number
-    generators, and between the last saved iteration and the next one an uninterrupted run also draws
-    numbers for validation and dataloader start-up. So data augmentation, RoI sampling and drop-path of the
-    resumed run would differ. With this hook the generator state at each batch is a function of
-    ``(runner.seed, runner.iter)`` only, and a resumed run continues exactly as the uninterrupted one.
-
-    It seeds after each iteration (for the next batch) and at the start of each epoch (after validation and
-    before the dataloader restarts). ``runner.seed`` is restored from the checkpoint on resume.
-    With ``randomness.diff_rank_seed=True`` each rank gets its own stream. Limits: dataloader *workers*
-    (``num_workers > 0``) keep their own generators, seeded once by mmengine, so their augmentations are not
-    covered; and an ``IterBasedTrainLoop`` re-draws the skipped batches when it resumes.
+    generators, so the model's own randomness (drop-path, RoI sampling, batch augmentations of the data
+    preprocessor) would differ after a resume. With this hook the generator state at each step is a function
+    of ``(runner.seed, runner.iter)`` only. It also reseeds after each iteration and at the start of each
+    epoch, for loaders that draw their augmentations in the main process. ``runner.seed`` is restored from
+    the checkpoint on resume; with ``randomness.diff_rank_seed=True`` each rank gets its own stream. The data
+    side (augmentations in worker processes, the batches an ``IterBasedTrainLoop`` skips on resume) is
+    covered by :mod:`vmamba.tasks.exact_resume`.
     """
 
     priority = 'LOWEST'  # run after every other hook of the same stage
@@ -184,6 +181,9 @@ class StepSeedHook(Hook):
         torch.manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
 
     def before_train_epoch(self, runner):
+        self._reseed(runner)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
         self._reseed(runner)
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
