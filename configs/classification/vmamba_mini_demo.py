@@ -18,8 +18,11 @@ num_classes = 6
 image_size = 64
 max_epochs = 15
 
-# A custom arch: the final design's defaults (d_state 1, ssm_ratio 1, MLP 4x, conv stem) at a smaller size.
-__mini_arch = dict(dims=32, depths=(1, 1, 2, 1))
+# A custom arch: the final design's defaults (d_state 1, ssm_ratio 1, MLP 4x, conv stem) at a smaller size,
+# the demos' one (defined once, in vmamba/demo/__init__.py).
+from vmamba.demo import DEMO_ARCH as __mini_arch  # noqa: E402  (names starting with __ stay out of the config)
+custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.classification', 'vmamba.demo.hooks'],
+                      allow_failed_imports=False)
 model = dict(
     data_preprocessor=dict(num_classes=num_classes),
     backbone=dict(arch=dict(__mini_arch, _delete_=True), drop_path_rate=0.0),  # (_delete_: replaces a name)
@@ -71,4 +74,5 @@ default_hooks = dict(
     checkpoint=dict(interval=5, max_keep_ckpts=1))
 custom_hooks = [  # EMA over ~100 iterations instead of 10,000; both weights are evaluated, as in the recipe
     dict(type='VMambaEMAHook', momentum=1e-2, priority='ABOVE_NORMAL'),
+    dict(type='DemoVisHook', num_images=16),  # predictions.png (labels on a grid) and curves.png
 ]

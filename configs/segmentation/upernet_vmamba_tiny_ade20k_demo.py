@@ -11,7 +11,8 @@
 _base_ = ['./upernet_vmamba_tiny_160k_ade20k_512x512.py']
 from vmamba.demo import ade20k  # noqa: E402  (modules never enter the config)
 
-custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.segmentation'], allow_failed_imports=False)
+custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.segmentation', 'vmamba.demo.hooks'],
+                      allow_failed_imports=False)
 
 __classes = ade20k.DEMO_CLASSES  # an ADE20K subset: mmseg maps the stored ADE ids onto 0..4
 data_root = 'data/demo_ade20k'
@@ -61,9 +62,10 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=30),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=30, end=max_iters, by_epoch=False),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters // 4)  # 4 points on the curve
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=max_iters, max_keep_ckpts=1))
+custom_hooks = [dict(type='DemoVisHook', num_images=6)]  # predictions.png (label maps) and curves.png
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)

@@ -63,3 +63,41 @@ def test_demo_dataset_writes_the_set_on_first_use(tmp_path):
     assert len(train) == 6 and len(val) == 3
     assert train.CLASSES == demo_classes(3)
     assert sorted(train.get_gt_labels().tolist()) == [0, 0, 1, 1, 2, 2]
+
+
+def test_single_shape_set_for_the_detection_pretraining(tmp_path):
+    """vmamba.demo.shapes_cls: the detection classes, one shape per image, labelled by outline, colour random."""
+    from vmamba.demo import coco, shapes_cls
+    settings = dict(train_per_class=3, val_per_class=2, image_size=32, seed=0)
+    root = shapes_cls.ensure_shapes_cls(str(tmp_path / 'shapes'), **settings)
+    assert shapes_cls.class_folders() == tuple(f'{k}_{n}' for k, n in enumerate(coco.CLASSES))
+    for split, count in (('train', 3), ('val', 2)):
+        assert sorted(os.listdir(os.path.join(root, split))) == list(shapes_cls.class_folders())
+        for name in shapes_cls.class_folders():
+            files = sorted(os.listdir(os.path.join(root, split, name)))
+            assert len(files) == count
+            assert cv2.imread(os.path.join(root, split, name, files[0])).shape == (32, 32, 3)
+    assert shapes_cls.ensure_shapes_cls(root, **settings) == root  # reused
+    with pytest.raises(FileExistsError, match='delete'):
+        shapes_cls.ensure_shapes_cls(root, **dict(settings, seed=1))
+    rng = np.random.default_rng(0)
+    brightest = [render_single_colour(shapes_cls.render_single(rng, 0, 48)) for _ in range(12)]
+    assert np.std(brightest, axis=0).max() > 40  # circles come in many colours
+
+
+def render_single_colour(image):
+    """Colour of the brightest pixels (the shape) of an image."""
+    value = image.max(axis=2)
+    return image[value >= np.percentile(value, 90)].mean(0)
+
+
+def test_shapes_dataset_writes_the_set_on_first_use(tmp_path):
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import DATASETS
+    import vmamba.demo.datasets  # noqa: F401  (registers DemoShapesImageNet)
+    init_default_scope('mmpretrain')
+    cfg = dict(type='DemoShapesImageNet', data_root=str(tmp_path / 'fresh'),
+               demo_cfg=dict(train_per_class=2, val_per_class=1, image_size=16))
+    train, val = DATASETS.build(dict(cfg, split='train')), DATASETS.build(dict(cfg, split='val'))
+    assert len(train) == 8 and len(val) == 4
+    assert sorted(train.get_gt_labels().tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]

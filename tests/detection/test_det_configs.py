@@ -106,8 +106,12 @@ def test_full_model_parameter_count(stem, total, backbone):
 def test_demo_config_differs_only_in_data_size_schedule_and_classes():
     real, demo = load('maskrcnn_vmamba_tiny_1x'), load('maskrcnn_vmamba_tiny_demo')
     from vmamba.demo.coco import CLASSES
-    assert demo.model.backbone == dict(real.model.backbone, init_cfg=None)
-    assert demo.model.neck == real.model.neck and demo.model.rpn_head == real.model.rpn_head
+    from vmamba.demo import DEMO_ARCH
+    from vmamba.tasks.common import backbone_channels
+    # the backbone's width/depth (the demos' custom arch), drop path and init differ; the rest is the 1x config's
+    assert demo.model.backbone == dict(real.model.backbone, arch=DEMO_ARCH, drop_path_rate=0.0, init_cfg=None)
+    assert demo.model.neck == dict(real.model.neck, in_channels=backbone_channels(DEMO_ARCH))
+    assert demo.model.rpn_head == real.model.rpn_head
     assert demo.model.roi_head.bbox_head.num_classes == demo.model.roi_head.mask_head.num_classes == len(CLASSES)
     assert demo.optim_wrapper.optimizer.type == 'AdamW' and demo.optim_wrapper.paramwise_cfg == \
         real.optim_wrapper.paramwise_cfg

@@ -102,3 +102,36 @@ def test_demo_dataset_generates_and_loads_in_mmdet(tmp_path):
     assert sample['inputs'].shape == (3, 64, 64)
     assert len(instances) >= 1 and instances.masks.masks.shape[1:] == (64, 64)
     assert set(instances.labels.tolist()) <= set(range(len(demo.CLASSES)))
+
+
+def test_each_class_has_its_colour_band():
+    """The demo set is easy on purpose: a shape's hue is its class's (CLASS_HUES +- 0.04), bright on a dark background."""
+    import colorsys
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        image, instances = demo.render_image(rng, 64, max_objects=3)
+        painted = np.zeros((64, 64), bool)
+        for label, polygon in instances:
+            mask = np.zeros((64, 64), np.uint8)
+            cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, shift=4)
+            inner = cv2.erode(mask, np.ones((3, 3), np.uint8)).astype(bool)
+            painted |= mask.astype(bool)
+            r, g, b = image[inner].mean(0) / 255
+            hue, _, value = colorsys.rgb_to_hsv(r, g, b)
+            distance = min(abs(hue - demo.CLASS_HUES[label]), 1 - abs(hue - demo.CLASS_HUES[label]))
+            assert distance < 0.06 and value > 0.7, (demo.CLASSES[label], hue, value)
+        assert image[~painted].mean() < 0.5 * 255
+
+
+def test_sets_of_an_older_style_are_not_reused(small_set, tmp_path):
+    import shutil
+    old = str(tmp_path / 'old')
+    shutil.copytree(small_set, old)
+    meta = osp.join(old, 'demo_coco.json')
+    with open(meta) as f:
+        settings = json.load(f)
+    settings.pop('style')
+    with open(meta, 'w') as f:
+        json.dump(settings, f)
+    with pytest.raises(FileExistsError, match='older version.*delete'):
+        demo.ensure_demo_coco(old, **SMALL)

@@ -6,11 +6,12 @@ Layout (what mmdet's ``CocoDataset`` and ``CocoMetric`` read)::
     root/annotations/instances_val.json       root/val/000000.png ...
     root/demo_coco.json                       the generator settings, to recognise the folder later
 
-Each image holds a few non-overlapping filled shapes, one instance each, on a noisy two-colour gradient
-background. The classes (:data:`CLASSES`) differ by outline only: colour and size are random per
-instance, so a detector has to learn shape. Every instance is stored as a COCO polygon (circles as
-32-gons), with its box and area derived from the same polygon the image was painted from, so masks,
-boxes and pixels agree exactly.
+Each image holds one to ``max_objects`` non-overlapping filled shapes, one instance each, on a dark, faintly
+noisy gradient background. The four classes (:data:`CLASSES`) differ by outline and by colour band (each class
+has its own hue, :data:`CLASS_HUES`, jittered per instance; size, position and rotation are random), so the
+set is clean and high-contrast: a detector can get its boxes and masks tight within a few CPU-minutes, which
+is what the demo is for. Every instance is stored as a COCO polygon (circles as 32-gons), with its box and
+area derived from the same polygon the image was painted from, so masks, boxes and pixels agree exactly.
 
 The output is a pure function of the settings (``seed`` included): the same call always writes the same
 bytes. Generation goes through a temporary folder renamed into place, so several processes (DDP ranks)
@@ -18,9 +19,10 @@ may ask for the same set at once.
 
 Command line::
 
-    python -m vmamba.demo.coco data/demo_coco --num-train 128 --num-val 32
+    python -m vmamba.demo.coco data/demo_shapes --num-train 240 --num-val 32 --image-size 64
 """
 import argparse
+import colorsys
 import json
 import math
 import os
@@ -31,16 +33,23 @@ import tempfile
 import cv2
 import numpy as np
 
-__all__ = ['CLASSES', 'SPLITS', 'DEFAULTS', 'render_image', 'generate_demo_coco', 'ensure_demo_coco',
-           'ann_file', 'image_dir']
+__all__ = ['CLASSES', 'CLASS_HUES', 'SPLITS', 'DEFAULTS', 'render_image', 'paint_shape', 'background',
+           'generate_demo_coco', 'ensure_demo_coco', 'ann_file', 'image_dir']
 
 #: Category names; category ``id`` is the index + 1.
 CLASSES = ('circle', 'square', 'triangle', 'star')
+#: Hue (0..1) of each class's colour band: red circles, blue squares, yellow triangles, green stars.
+CLASS_HUES = (0.0, 0.6, 0.15, 0.36)
 SPLITS = ('train', 'val')
 #: Default settings of :func:`generate_demo_coco`.
-DEFAULTS = dict(num_train=128, num_val=32, image_size=128, max_objects=3, seed=0)
+DEFAULTS = dict(num_train=240, num_val=32, image_size=64, max_objects=3, seed=0)  # the detection demo's set
+#: Circumradius range of a shape, as a fraction of the image side.
+RADIUS_RANGE = (0.16, 0.30)
 
 _META = 'demo_coco.json'
+#: Bumped whenever the same settings would draw other images; a folder written by another version is
+#: recognised as different (and not silently reused).
+_STYLE = 2
 
 
 def ann_file(split):
@@ -72,39 +81,56 @@ def _outline(name, cx, cy, radius, angle):
     return np.stack([cx + r * np.cos(t), cy + r * np.sin(t)], axis=1)
 
 
-def _background(rng, size):
-    """A noisy linear gradient between two random colours (float RGB, (size, size, 3))."""
-    a, b = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
+def background(rng, size):
+    """A dark, low-saturation linear gradient with faint pixel noise (float RGB, (size, size, 3))."""
+    a, b = (_hsv(rng.uniform(), rng.uniform(0, 0.3), rng.uniform(0.12, 0.42)) for _ in range(2))
     direction = rng.uniform(0, 2 * math.pi)
     ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
     t = (xs * math.cos(direction) + ys * math.sin(direction))
     t = (t - t.min()) / max(t.max() - t.min(), 1e-6)
     image = a * (1 - t[..., None]) + b * t[..., None]
-    return image + rng.normal(0, 8, image.shape)
+    return image + rng.normal(0, 4, image.shape)
+
+
+def _hsv(h, s, v):
+    return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v)) * 255
+
+
+def paint_shape(image, rng, label, cx, cy, radius, hue=None):
+    """Paint one shape of class ``label`` into ``image`` (float RGB, in place); returns its polygon (K, 2).
+
+    The rotation is random; the colour is bright and saturated, of hue ``hue`` (0..1), by default one drawn
+    from the class's band (:data:`CLASS_HUES` +- 0.04)."""
+    size_y, size_x = image.shape[:2]
+    polygon = _outline(CLASSES[label], cx, cy, radius, rng.uniform(0, 2 * math.pi))
+    mask = np.zeros((size_y, size_x), np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
+    if hue is None:
+        hue = CLASS_HUES[label] + rng.uniform(-0.04, 0.04)
+    colour = _hsv(hue, rng.uniform(0.7, 1.0), rng.uniform(0.8, 1.0))
+    inside = mask.astype(bool)
+    image[inside] = colour + rng.normal(0, 4, (int(inside.sum()), 3))
+    return polygon
 
 
 def render_image(rng, size=128, max_objects=3):
     """One image and its instances: ``(rgb uint8 (size, size, 3), [(class index, polygon (K, 2)), ...])``.
 
-    1 to ``max_objects`` shapes, circumradius 12-28% of the side, placed without overlap (by
+    1 to ``max_objects`` shapes, circumradius :data:`RADIUS_RANGE` of the side, placed without overlap (by
     circumcircle) and fully inside the image. A shape that finds no free spot after a few tries is skipped.
     """
-    image = _background(rng, size)
+    image = background(rng, size)
     placed, instances = [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
-            radius = rng.uniform(0.12, 0.28) * size
+            radius = rng.uniform(*RADIUS_RANGE) * size
             cx, cy = rng.uniform(radius + 1, size - radius - 1, 2)
             if all(math.hypot(cx - x, cy - y) > radius + r + 2 for x, y, r in placed):
                 break
         else:
             continue
         label = int(rng.integers(len(CLASSES)))
-        polygon = _outline(CLASSES[label], cx, cy, radius, rng.uniform(0, 2 * math.pi))
-        mask = np.zeros((size, size), np.uint8)
-        cv2.fillPoly(mask, [np.round(polygon * 16).astype(np.int32)], 1, lineType=cv2.LINE_8, shift=4)
-        colour = rng.uniform(0, 255, 3)
-        image[mask.astype(bool)] = colour + rng.normal(0, 8, (int(mask.sum()), 3))
+        polygon = paint_shape(image, rng, label, cx, cy, radius)
         placed.append((cx, cy, radius))
         instances.append((label, polygon))
     return np.clip(image, 0, 255).astype(np.uint8), instances
@@ -158,7 +184,7 @@ def generate_demo_coco(root, num_train=DEFAULTS['num_train'], num_val=DEFAULTS['
         for split, count, stream in zip(SPLITS, (num_train, num_val), streams):
             _write_split(tmp, split, count, image_size, max_objects, np.random.default_rng(stream))
         with open(osp.join(tmp, _META), 'w') as f:
-            json.dump(dict(settings, classes=list(CLASSES)), f, indent=1)
+            json.dump(dict(settings, classes=list(CLASSES), style=_STYLE), f, indent=1)
         os.rename(tmp, root)  # atomic: readers see nothing or the complete set
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -190,6 +216,9 @@ def ensure_demo_coco(root, **settings):
     with open(meta) as f:
         found = json.load(f)
     found.pop('classes', None)
+    if found.pop('style', None) != _STYLE:
+        raise FileExistsError(f'{root} holds a demo set drawn by an older version of vmamba.demo.coco; '
+                              f'delete {root} to regenerate it.')
     if found != settings:
         raise FileExistsError(f'{root} holds a demo set made with {found}, not {settings}; '
                               f'delete {root} to regenerate it.')
@@ -198,7 +227,7 @@ def ensure_demo_coco(root, **settings):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description='Write the synthetic COCO-format shapes set.')
-    parser.add_argument('root', nargs='?', default='data/demo_coco', help='output folder (must not exist)')
+    parser.add_argument('root', nargs='?', default='data/demo_shapes', help='output folder (must not exist)')
     for key, value in DEFAULTS.items():
         parser.add_argument(f'--{key.replace("_", "-")}', type=int, default=value)
     args = parser.parse_args(argv)
