@@ -138,3 +138,18 @@ def test_triton_gpu_chunk_length(monkeypatch, case):
     assert_rel_close(y, y_ref, 1e-5, 'y')
     for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
         assert_rel_close(g, g_ref, 1e-5, name)
+
+
+def test_triton_one_chunk_per_program(monkeypatch):
+    """The GPU launch geometry: every program one chunk (the interpreter runs few, long programs), so per-program
+    partial sums of dA, dD and d(delta_bias) are combined across many programs."""
+    from vmamba.ops import triton_ss2d
+    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 1)
+    monkeypatch.setattr(triton_ss2d, 'PARTIALS_FRACTION', 1e9)
+    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
+    case = (2, 3, 2, 5, 7)
+    y_ref, grads_ref = ss2d_reference(case)
+    y, grads = run(_fused('triton'), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
+        assert_rel_close(g, g_ref, 1e-5, name)

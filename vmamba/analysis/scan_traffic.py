@@ -84,7 +84,7 @@ def fused_traffic(batch, H, W, D, N, in_size):
              + 2 * 2 * bc_row * len(b_blocks)          # dB, dC of both routes, stored per block
              + 2 * 2 * bc_row * (len(b_blocks) - 1))   # ... and reloaded by the later blocks
     bwd_pairs = 2 * (bsummary + bmain) + btile_in       # + the column pair's read of dx
-    progs = -(-nc // T._chunks_per_program(nc, batch, 132, target_per_sm=8))
+    progs = -(-nc // T.bwd_chunks_per_program(nc, batch, L, D, N, in_size, 132))
     partials = batch * progs * (4 * D * N + 4 * D + D) * 4 * 2  # written by the kernels, read by torch.sum
     cast_bc = 0 if acc == s else 2 * batch * L * 4 * N * (4 + s)  # fp32 dB/dC accumulators -> B's dtype
     bwd = (bwd_pairs + carry) * batch * SECTOR + partials + cast_bc
@@ -110,7 +110,7 @@ def backward_extra_memory(batch, H, W, D, N, in_size):
     channels span several blocks and B/C are half precision, fp32 dB/dC accumulators."""
     sh = _Shape(batch, H, W, D, N, in_size)
     adjoints = batch * sh.n_chunks * 4 * D * N * 4
-    progs = -(-sh.n_chunks // T._chunks_per_program(sh.n_chunks, batch, 132, target_per_sm=8))
+    progs = -(-sh.n_chunks // T.bwd_chunks_per_program(sh.n_chunks, batch, sh.L, D, N, in_size, 132))
     partials = batch * progs * (4 * D * N + 4 * D + D) * 4
     blocks = len(sh.blocks(sh.bBD))
     acc = 0 if (blocks == 1 or in_size == 4) else 2 * batch * sh.L * 4 * N * 4

@@ -168,7 +168,7 @@ def _fused_launches(batch, H, W, D, N):
     n_chunks = -(-L // BT)
     sm = 132
     cpp = T._chunks_per_program(n_chunks, batch * -(-D // BD), sm)
-    bwd_cpp = T._chunks_per_program(n_chunks, batch, sm, target_per_sm=8)
+    bwd_cpp = T.bwd_chunks_per_program(n_chunks, batch, L, D, N, 2, sm)
     ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=n_chunks, chunks_per_prog=cpp, n_blocks=-(-D // bBD),
                 sxb=L * D, sxp=D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
                 sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D, syp=D)

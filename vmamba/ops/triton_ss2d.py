@@ -173,6 +173,15 @@ def _channels(blk, Dm, BD: tl.constexpr, VEC: tl.constexpr):
 
 
 @triton.jit
+def _route_vector(ptr, k, Dm, d, md, PRESENT: tl.constexpr, BD: tl.constexpr):
+    """Route k's entries of a (4 * D,) parameter (delta_bias, D) for channels d; zeros when it is absent."""
+    v = tl.zeros([BD], dtype=tl.float32)
+    if PRESENT:
+        v = tl.load(ptr + k * Dm + d, mask=md, other=0.0)
+    return v
+
+
+@triton.jit
 def _step_sizes(dl_ptr, sdl, s, m2, d, bias, SOFTPLUS: tl.constexpr):
     """(pre-activation, Δ) tiles of one route: delta + bias, softplus'd, zero where masked (identity step)."""
     pre = tl.load(dl_ptr + s[:, None] * sdl + d[None, :], mask=m2, other=0.0).to(tl.float32) + bias[None, :]
@@ -199,11 +208,8 @@ def _fwd_summary_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, st_ptr, sd_ptr,
     b = tl.program_id(2).to(tl.int64)
     d, md = _channels(tl.program_id(1), Dm, BD, VEC)
     kf, kr = PAIR, PAIR + 2
-    bias_f = tl.zeros([BD], dtype=tl.float32)
-    bias_r = tl.zeros([BD], dtype=tl.float32)
-    if HAS_BIAS:
-        bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
-        bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
+    bias_f = _route_vector(bias_ptr, kf, Dm, d, md, HAS_BIAS, BD)
+    bias_r = _route_vector(bias_ptr, kr, Dm, d, md, HAS_BIAS, BD)
     c0 = tl.program_id(0) * chunks_per_prog
     for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
         s, valid, t = _rows(c, L, H, W, BT, PAIR)
@@ -269,14 +275,9 @@ def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, st_ptr, y_p
     b = tl.program_id(2).to(tl.int64)
     d, md = _channels(tl.program_id(1), Dm, BD, VEC)
     kf, kr = PAIR, PAIR + 2
-    bias_f = tl.zeros([BD], dtype=tl.float32)
-    bias_r = tl.zeros([BD], dtype=tl.float32)
-    if HAS_BIAS:
-        bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
-        bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
-    Dsum = tl.zeros([BD], dtype=tl.float32)
-    if HAS_D:
-        Dsum = tl.load(D_ptr + kf * Dm + d, mask=md, other=0.0) + tl.load(D_ptr + kr * Dm + d, mask=md, other=0.0)
+    bias_f = _route_vector(bias_ptr, kf, Dm, d, md, HAS_BIAS, BD)
+    bias_r = _route_vector(bias_ptr, kr, Dm, d, md, HAS_BIAS, BD)
+    Dsum = _route_vector(D_ptr, kf, Dm, d, md, HAS_D, BD) + _route_vector(D_ptr, kr, Dm, d, md, HAS_D, BD)
     c0 = tl.program_id(0) * chunks_per_prog
     for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
         s, valid, t = _rows(c, L, H, W, BT, PAIR)
@@ -320,11 +321,8 @@ def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, sq_ptr,
     b = tl.program_id(2).to(tl.int64)
     d, md = _channels(tl.program_id(1), Dm, BD, VEC)
     kf, kr = PAIR, PAIR + 2
-    bias_f = tl.zeros([BD], dtype=tl.float32)
-    bias_r = tl.zeros([BD], dtype=tl.float32)
-    if HAS_BIAS:
-        bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
-        bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
+    bias_f = _route_vector(bias_ptr, kf, Dm, d, md, HAS_BIAS, BD)
+    bias_r = _route_vector(bias_ptr, kr, Dm, d, md, HAS_BIAS, BD)
     c0 = tl.program_id(0) * chunks_per_prog
     for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
         s, valid, t = _rows(c, L, H, W, BT, PAIR)
@@ -416,14 +414,9 @@ def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_
     part = b * tl.num_programs(0) + prog  # this program's row of partial sums
     for blk in range(0, n_blocks):
         d, md = _channels(blk, Dm, BD, VEC)
-        bias_f = tl.zeros([BD], dtype=tl.float32)
-        bias_r = tl.zeros([BD], dtype=tl.float32)
-        if HAS_BIAS:
-            bias_f = tl.load(bias_ptr + kf * Dm + d, mask=md, other=0.0)
-            bias_r = tl.load(bias_ptr + kr * Dm + d, mask=md, other=0.0)
-        Dsum = tl.zeros([BD], dtype=tl.float32)
-        if HAS_D:
-            Dsum = tl.load(D_ptr + kf * Dm + d, mask=md, other=0.0) + tl.load(D_ptr + kr * Dm + d, mask=md, other=0.0)
+        bias_f = _route_vector(bias_ptr, kf, Dm, d, md, HAS_BIAS, BD)
+        bias_r = _route_vector(bias_ptr, kr, Dm, d, md, HAS_BIAS, BD)
+        Dsum = _route_vector(D_ptr, kf, Dm, d, md, HAS_D, BD) + _route_vector(D_ptr, kr, Dm, d, md, HAS_D, BD)
         acc_D = tl.zeros([BD], dtype=tl.float32)
         acc_bf = tl.zeros([BD], dtype=tl.float32)
         acc_br = tl.zeros([BD], dtype=tl.float32)
@@ -507,6 +500,21 @@ def _chunks_per_program(n_chunks, rows, sm_count, target_per_sm=16):
     return min(per, n_chunks)
 
 
+#: The backward's per-program partial sums (dA, d(delta_bias), dD: 9 D N-ish floats per program) may take at most
+#: this fraction of the op's input bytes; on small maps (7x7, 14x14) that means fewer, longer programs.
+PARTIALS_FRACTION = 0.03
+
+
+def bwd_chunks_per_program(n_chunks, batch, L, dim, N, in_size, sm_count):
+    """Chunks per backward program: enough programs to fill the device, few enough that the partial sums stay
+    within PARTIALS_FRACTION of the inputs."""
+    per = _chunks_per_program(n_chunks, batch, sm_count, target_per_sm=8)
+    partial = (4 * dim * N + 5 * dim) * 4  # bytes per program and image
+    budget = PARTIALS_FRACTION * L * (5 * dim + 8 * N) * in_size
+    max_programs = max(1, int(budget // partial))
+    return min(n_chunks, max(per, -(-n_chunks // max_programs)))
+
+
 def _strides(t):
     """(batch, position, *rest) strides of a channels-last operand whose (H, W) axes are flat."""
     return t.stride(0), t.stride(2)
@@ -547,7 +555,8 @@ class _Plan:
         self.bwd_blocks = triton.cdiv(self.dim, self.bwd_BD)
         self.cpp = _chunks_per_program(self.n_chunks, self.batch * self.n_blocks, self.sm)
         self.n_progs = triton.cdiv(self.n_chunks, self.cpp)
-        self.bwd_cpp = _chunks_per_program(self.n_chunks, self.batch, self.sm, target_per_sm=8)
+        self.bwd_cpp = bwd_chunks_per_program(self.n_chunks, self.batch, self.L, self.dim, self.N,
+                                              x.element_size(), self.sm)
         self.bwd_progs = triton.cdiv(self.n_chunks, self.bwd_cpp)
         self.carry_blk = 128
 
