@@ -48,6 +48,9 @@ SHAPES = {
 #: Instruction budgets per route-element (see the module docstring), by (direction, N > 1).
 BUDGET = {('forward', False): 40, ('backward', False): 75, ('forward', True): 48, ('backward', True): 83}
 
+#: The carry kernel has no loop over states; it and the plain op (not what the model calls) have no budget.
+_NO_STATE_LOOP = {'carry', 'plain_fwd', 'plain_bwd'}
+_NO_BUDGET = _NO_STATE_LOOP
 _HALF_ARGS = {'x_ptr', 'dl_ptr', 'B_ptr', 'C_ptr', 'dx_ptr', 'ddl_ptr', 'u_ptr', 'du_ptr'}
 _BIN = None
 
@@ -193,6 +196,19 @@ def _fused_launches(batch, H, W, D, N):
     return out
 
 
+def _plain_launches(batch, H, W, D, N):
+    """The plain op's two kernels on the same shape, as one route of D channels (official layout)."""
+    from . import triton_scan
+    L = H * W
+    BN, BL, bd_fwd, bd_bwd, warps_bwd = triton_scan.block_config(L, N, D, batch * D, 528)
+    ints = dict(channels=D, group_channels=D, L=L, N=N, n_chunks=-(-L // BL))
+    flags = dict(HAS_D=True, HAS_BIAS=True, SOFTPLUS=True, BN=BN, BL=BL)
+    per = lambda bd, warps: max(1, bd * BN * BL // (32 * warps))  # noqa: E731  elements per thread per chunk
+    return [('plain_fwd', triton_scan._scan_fwd_kernel, dict(BD=bd_fwd, **flags), ints, 4, per(bd_fwd, 4), 'forward'),
+            ('plain_bwd', triton_scan._scan_bwd_kernel, dict(BD=bd_bwd, **flags), ints, warps_bwd,
+             per(bd_bwd, warps_bwd), 'backward')]
+
+
 def compile_kernels(arch=90, shapes=None, dtype='bf16'):
     """Compile every fused-op kernel for each shape. Returns a list of records (see the module docstring)."""
     import triton
@@ -205,7 +221,8 @@ def compile_kernels(arch=90, shapes=None, dtype='bf16'):
     records = []
     for name in shapes or SHAPES:
         batch, H, W, D, N = SHAPES[name]
-        for label, kernel, consts, ints, warps, per_thread, direction in _fused_launches(batch, H, W, D, N):
+        launches = _fused_launches(batch, H, W, D, N) + _plain_launches(batch, H, W, D, N)
+        for label, kernel, consts, ints, warps, per_thread, direction in launches:
             signature, attrs, consts = _specialise(kernel, consts, ints, dtype)
             compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=consts, attrs=attrs),
                                       target=GPUTarget('cuda', arch, 32), options=dict(num_warps=warps))
@@ -213,12 +230,12 @@ def compile_kernels(arch=90, shapes=None, dtype='bf16'):
             regs, spills = _ptxas_stats(ptx, arch)
             loads = re.findall(r'ld\.global[\w.:]*', ptx)
             vector = sum(1 for ld in loads if re.search(r'\.v[24]\b', ld))
-            body = chunk_loop_instructions(_sass(compiled.asm['cubin']), 1 if label == 'carry' else N)
+            body = chunk_loop_instructions(_sass(compiled.asm['cubin']), 1 if label in _NO_STATE_LOOP else N)
             records.append(dict(kernel=label, shape=name, d_state=N, direction=direction, num_warps=warps,
                                 registers=regs, spill_bytes=spills, vector_loads=vector,
                                 scalar_loads=len(loads) - vector,
                                 instr_per_element=None if body is None else round(body / per_thread, 1),
-                                budget=BUDGET[(direction, N > 1)]))
+                                budget=None if label in _NO_BUDGET else BUDGET[(direction, N > 1)]))
     return records
 
 
@@ -233,7 +250,7 @@ def main(argv=None):
     print(f'{"shape":>15} {"kernel":>18} {"N":>3} {"warps":>5} {"regs":>5} {"spill B":>7} {"ld.v2/v4":>8} '
           f'{"ld scalar":>9} {"instr/elem":>10} {"budget":>6}')
     for r in records:
-        budget = r['budget'] if r['kernel'] != 'carry' else '-'
+        budget = r['budget'] if r['budget'] is not None else '-'
         print(f'{r["shape"]:>15} {r["kernel"]:>18} {r["d_state"]:>3} {r["num_warps"]:>5} {r["registers"]!s:>5} '
               f'{r["spill_bytes"]!s:>7} {r["vector_loads"]:>8} {r["scalar_loads"]:>9} '
               f'{r["instr_per_element"]!s:>10} {budget!s:>6}')

@@ -103,16 +103,6 @@ def _softplus(x):
 
 
 @triton.jit
-def _position(l, L, H, W, route, PLAIN: tl.constexpr):
-    """Sequence position -> memory offset: l itself for a plain sequence, else the flat spatial index h*W + w
-    that SS2D route 0..3 visits at step l (routes 2, 3 = routes 0, 1 reversed; 1, 3 column-major)."""
-    if not PLAIN:
-        l = tl.where(route >= 2, L - 1 - l, l)
-        l = tl.where(route % 2 == 1, (l % H) * W + l // H, l)
-    return l
-
-
-@triton.jit
 def _discretise(dl, bias, mask, SOFTPLUS: tl.constexpr):
     """(pre, Δ): pre = delta + bias; Δ = softplus(pre) (optional) and 0 where masked (the identity step)."""
     pre = dl + bias[:, None]
@@ -124,13 +114,12 @@ def _discretise(dl, bias, mask, SOFTPLUS: tl.constexpr):
 
 @triton.jit
 def _fwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, y_ptr, st_ptr, A, Dv, bias,
-              su, sdl, sB, sy, st_d, st_c, L, H, W, route, accumulate, n_chunks, mask_d, mask_n,
-              PLAIN: tl.constexpr, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
+              su, sdl, sB, sy, st_d, st_c, L, n_chunks, mask_d, mask_n, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
               STORE_STATES: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
-    """Scan one sequence (one route) for a block of BD channels; pointers are at the block's first channel.
+    """Scan one sequence for a block of BD channels; pointers are at the block's first channel.
 
     su/sdl/sy: channel strides of u/delta/y; sB: state stride of B and C; st_d/st_c: channel/chunk strides of the
-    chunk-end state buffer. ``accumulate`` adds into y instead of overwriting (the fused op's route merge).
+    chunk-end state buffer.
     """
     offs_d = tl.arange(0, BD)
     offs_n = tl.arange(0, BN)
@@ -139,7 +128,7 @@ def _fwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, y_ptr, st_ptr, A, Dv, bias,
     for c in range(n_chunks):
         l = c * BL + offs_l
         ml = l < L
-        s = _position(l, L, H, W, route, PLAIN)
+        s = l
         m2 = mask_d[:, None] & ml[None, :]
         mb = mask_n[:, None] & ml[None, :]
         u = tl.load(u_ptr + offs_d[:, None] * su + s[None, :], mask=m2, other=0.0).to(tl.float32)
@@ -158,20 +147,17 @@ def _fwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, y_ptr, st_ptr, A, Dv, bias,
         if STORE_STATES:
             tl.store(st_ptr + offs_d[:, None] * st_d + c * st_c + offs_n[None, :], h,
                      mask=mask_d[:, None] & mask_n[None, :])
-        y_ptrs = y_ptr + offs_d[:, None] * sy + s[None, :]
-        if not PLAIN:
-            y += tl.load(y_ptrs, mask=m2 & accumulate, other=0.0).to(tl.float32)
-        tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=m2)
+        tl.store(y_ptr + offs_d[:, None] * sy + s[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
 
 
 @triton.jit
 def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_ptr, dC_ptr,
-              A, Dv, bias, su, sdl, sB, sdy, sdu, sddl, sdB, st_d, st_c, L, H, W, route, accumulate, n_chunks,
-              mask_d, mask_n, PLAIN: tl.constexpr, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
+              A, Dv, bias, su, sdl, sB, sdy, sdu, sddl, sdB, st_d, st_c, L, n_chunks,
+              mask_d, mask_n, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
               BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
-    """Backward of :func:`_fwd_walk` for one route and channel block, chunks in reverse order.
+    """Backward of :func:`_fwd_walk` for one channel block, chunks in reverse order.
 
-    Writes du (accumulated when ``accumulate``), d delta, and this block's partial sums of dB/dC per position;
+    Writes du, d delta, and this block's partial sums of dB/dC per position;
     returns the block's partial sums (dA (BD, BN), dD (BD,), d delta_bias (BD,)) for the caller to store.
     """
     offs_d = tl.arange(0, BD)
@@ -187,8 +173,8 @@ def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_p
         l = c * BL + offs_l
         ml = l < L
         mln = (l + 1) < L
-        s = _position(l, L, H, W, route, PLAIN)
-        s_next = _position(l + 1, L, H, W, route, PLAIN)
+        s = l
+        s_next = l + 1
         m2 = mask_d[:, None] & ml[None, :]
         m2n = mask_d[:, None] & mln[None, :]
         mb = mask_n[:, None] & ml[None, :]
@@ -231,10 +217,7 @@ def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_p
         dbias += tl.sum(dpre, axis=1)
 
         tl.store(ddl_ptr + offs_d[:, None] * sddl + s[None, :], dpre.to(ddl_ptr.dtype.element_ty), mask=m2)
-        du_ptrs = du_ptr + offs_d[:, None] * sdu + s[None, :]
-        if not PLAIN:
-            du += tl.load(du_ptrs, mask=m2 & accumulate, other=0.0).to(tl.float32)
-        tl.store(du_ptrs, du.to(du_ptr.dtype.element_ty), mask=m2)
+        tl.store(du_ptr + offs_d[:, None] * sdu + s[None, :], du.to(du_ptr.dtype.element_ty), mask=m2)
         tl.store(dB_ptr + offs_n[:, None] * sdB + s[None, :], tl.sum(G * dtu[:, None, :], axis=0), mask=mb)
         tl.store(dC_ptr + offs_n[:, None] * sdB + s[None, :], tl.sum(hs * dy[:, None, :], axis=0), mask=mb)
     return dA, dD, dbias
@@ -275,8 +258,8 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
     bc = (b * groups + k) * N * L
     _fwd_walk(u_ptr + row, dl_ptr + row, B_ptr + bc, C_ptr + bc, y_ptr + row,
               st_ptr + (b * channels + pid_d * BD) * n_chunks * N, A, Dv, bias,
-              L, L, L, L, n_chunks * N, N, L, 1, 1, 0, False, n_chunks, mask_d, mask_n,
-              PLAIN=True, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, STORE_STATES=True, BD=BD, BN=BN, BL=BL)
+              L, L, L, L, n_chunks * N, N, L, n_chunks, mask_d, mask_n,
+              HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, STORE_STATES=True, BD=BD, BN=BN, BL=BL)
 
 
 @triton.jit
@@ -302,8 +285,8 @@ def _scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
     dA, dD, dbias = _bwd_walk(u_ptr + row, dl_ptr + row, B_ptr + bc, C_ptr + bc, dy_ptr + row,
                               st_ptr + (b * channels + pid_d * BD) * n_chunks * N,
                               du_ptr + row, ddl_ptr + row, dB_ptr + ws, dC_ptr + ws,
-                              A, Dv, bias, L, L, L, L, L, L, L, n_chunks * N, N, L, 1, 1, 0, False, n_chunks,
-                              mask_d, mask_n, PLAIN=True, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, BD=BD, BN=BN, BL=BL)
+                              A, Dv, bias, L, L, L, L, L, L, L, n_chunks * N, N, L, n_chunks,
+                              mask_d, mask_n, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, BD=BD, BN=BN, BL=BL)
     # Per-(batch, channel) partials; the sum over the batch happens on the host in a fixed order.
     offs_n = tl.arange(0, BN)
     tl.store(dA_ptr + (b * channels + ch[:, None]) * N + offs_n[None, :], dA, mask=mask_d[:, None] & mask_n[None, :])
