@@ -30,7 +30,7 @@ import torch
 from mmengine.config import Config, DictAction
 
 from vmamba.models import VMamba, VSSM
-from vmamba.tasks import common
+from vmamba.tasks import checkpointing, common, nan_guard
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
@@ -80,6 +80,8 @@ def build_config(config, work_dir=None, epochs=None, seed=None, cfg_options=None
     common.default_work_dir(cfg, config, work_dir)
     common.add_step_seed_hook(cfg)
     common.fix_dataloaders(cfg)
+    checkpointing.use_safe_checkpoints(cfg)  # crash-safe checkpoints and the NaN stop, as tools/train.py has
+    nan_guard.add_nan_guard(cfg, None)
     return cfg
 
 
