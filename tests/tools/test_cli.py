@@ -3,7 +3,6 @@
 Everything here stops before a Runner is built (or builds nothing), so it runs in-process and fast; the
 training paths themselves are exercised in tests/detection/test_det_e2e.py and test_distributed.py.
 """
-import importlib.util
 import os
 import os.path as osp
 
@@ -16,24 +15,6 @@ from vmamba.tasks import common
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 REAL = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_1x.py')
 DEMO = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')
-
-
-def tool(name):
-    """Import tools/<name>.py as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f'vmamba_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
-def train():
-    return tool('train')
-
-
-@pytest.fixture(scope='module')
-def test_tool():
-    return tool('test')
 
 
 @pytest.fixture

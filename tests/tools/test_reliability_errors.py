@@ -11,16 +11,6 @@ import torch
 from reliability_lib import REPO, losses, tool, write_config
 
 
-@pytest.fixture(scope='module')
-def train():
-    return tool('train')
-
-
-@pytest.fixture(scope='module')
-def test_tool():
-    return tool('test')
-
-
 def exit_message(func, argv):
     with pytest.raises(SystemExit) as info:
         func(argv)

@@ -15,7 +15,7 @@ import shutil
 
 import pytest
 
-from reliability_lib import losses, tool, write_config
+from reliability_lib import losses, write_config
 
 # task, run length, checkpoint interval, checkpoint to resume from, first resumed iteration
 CASES = [
@@ -23,11 +23,6 @@ CASES = [
     ('det', 2, 1, 'epoch_1.pth', 3),  # EpochBasedTrainLoop, AspectRatioBatchSampler, 2 iterations/epoch
     ('cls', 2, 1, 'epoch_1.pth', 4),  # EpochBasedTrainLoop, DefaultSampler, 3 iterations/epoch
 ]
-
-
-@pytest.fixture(scope='module')
-def train():
-    return tool('train')
 
 
 @pytest.fixture(scope='module')
