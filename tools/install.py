@@ -1,21 +1,24 @@
 """Install vmamba and its tested, pinned OpenMMLab stack into the current Python environment.
 
     python tools/install.py            # everything (idempotent: a second run takes seconds)
-    python tools/install.py --no-mm    # only torch + triton + mmengine + vmamba (the bare model)
+    python tools/install.py --no-mm    # only torch + triton + mmengine + numba + vmamba (the bare model)
+    python tools/install.py --deploy   # also onnx + onnxruntime + onnxscript (tools/deploy/export_onnx.py)
 
 What it does, in order:
 1. build tools: setuptools>=77.0.3,<82 (mmcv's setup.py and mmengine import pkg_resources, removed in 82),
    wheel, ninja, psutil, pytest.
 2. torch: an installed torch is kept (GPU users bring their own CUDA build); otherwise torch 2.14.1 +
    torchvision 0.29.1. A torchvision matching the installed torch is added if missing.
-3. opencv-python-headless (before mmcv), mmengine 0.10.7.
+3. opencv-python-headless (before mmcv), mmengine 0.10.7, and numba (the compiled CPU scan, wheels only;
+   ``--no-numba`` skips it and CPU tensors use the chunked PyTorch scan).
 4. mmcv 2.1.0 with its compiled ops. PyPI only has the sdist, so: reuse a cached wheel built for this
    exact torch + Python (+ CUDA) if one exists (``$VMAMBA_WHEEL_CACHE``, ``~/.cache/vmamba/wheels``, or the
    project's ``../shared/wheels``), else build it from source (``MMCV_WITH_OPS=1``, no build isolation,
    ``-std=c++17`` raised to ``-std=c++20`` for torch >= 2.14) and cache the wheel for next time.
 5. mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain 1.2.0, pycocotools, ftfy, regex, with torch/mmcv
    pinned so pip never swaps them.
-6. vmamba itself, editable.
+6. with ``--deploy``: onnx, onnxruntime and onnxscript (the ``deploy`` extra), for ONNX export and its check.
+7. vmamba itself, editable.
 """
 import argparse
 import glob
@@ -31,6 +34,8 @@ TORCH, TORCHVISION = '2.14.1', '0.29.1'
 MMCV = '2.1.0'
 BASE = ['setuptools>=77.0.3,<82', 'wheel', 'ninja', 'psutil', 'pytest']
 MM_CORE = ['opencv-python-headless', 'mmengine==0.10.7']
+CPU_JIT = ['numba>=0.61']
+DEPLOY = ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.2']
 MM_TASKS = ['mmdet==3.3.0', 'mmsegmentation==1.2.2', 'mmpretrain==1.2.0', 'pycocotools', 'ftfy', 'regex']
 
 
@@ -136,11 +141,13 @@ def install_mmcv():
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--no-mm', action='store_true', help='skip mmcv/mmdet/mmseg/mmpretrain')
+    parser.add_argument('--no-numba', action='store_true', help='skip numba (CPU scans then use the torch backend)')
+    parser.add_argument('--deploy', action='store_true', help='also install onnx, onnxruntime and onnxscript')
     args = parser.parse_args()
 
     pip(*BASE)
     install_torch()
-    pip(*MM_CORE)
+    pip(*MM_CORE, *([] if args.no_numba else CPU_JIT), *(DEPLOY if args.deploy else []))
     if not args.no_mm:
         install_mmcv()
         full, _, _ = torch_info()
@@ -152,13 +159,14 @@ def main():
         finally:
             os.unlink(f.name)
     pip('--no-deps', '--no-build-isolation', '-e', REPO)
-    check = 'import vmamba' + ('' if args.no_mm else ', mmcv.ops, mmdet, mmseg, mmpretrain')
+    check = ('import vmamba' + ('' if args.no_mm else ', mmcv.ops, mmdet, mmseg, mmpretrain') +
+             ('' if args.no_numba else ', numba') + (', onnx, onnxruntime' if args.deploy else ''))
     if not python_ok(check):
         subprocess.call([sys.executable, '-c', check])
         sys.exit('install finished but the imports above fail')
     log('done: ' + ', '.join(f'{d} {version(d)}' for d in
-                             ['torch', 'torchvision', 'triton', 'mmengine', 'mmcv', 'mmdet', 'mmsegmentation',
-                              'mmpretrain'] if version(d)))
+                             ['torch', 'torchvision', 'triton', 'mmengine', 'numba', 'mmcv', 'mmdet',
+                              'mmsegmentation', 'mmpretrain', 'onnx', 'onnxruntime'] if version(d)))
 
 
 if __name__ == '__main__':

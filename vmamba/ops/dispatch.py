@@ -1,51 +1,62 @@
-"""Public scan ops: argument checks, backend choice, and the autograd functions around the backends.
+"""Public scan ops: argument checks, backend choice, and the ``torch.library`` custom ops around the backends.
 
-Everything that decides *which* implementation runs lives here (:func:`resolve_backend`), and each public op
-is one :class:`torch.autograd.Function` (:class:`SelectiveScanFn`, :class:`SS2DSelectiveScanFn`), so a jit trace
-shows a single ``prim::PythonOp`` node per call that a FLOPs counter can hook by name, and a profiler/FLOPs tool
-can also wrap :func:`selective_scan` / :func:`ss2d_selective_scan` in this one module.
+Everything that decides *which* implementation runs lives here (:func:`resolve_backend`). Each public op is a
+custom op of the ``vmamba`` namespace (``torch.ops.vmamba.ss2d_scan``, ``torch.ops.vmamba.selective_scan``), with
+a fake implementation (shapes and dtypes, no data) and its backward registered as custom ops too. So:
 
-A backend is a module with ``scan_fwd``/``scan_bwd``/``ss2d_fwd``/``ss2d_bwd`` (see :mod:`.torch_scan`).
+- ``torch.compile(model, fullgraph=True)`` sees one opaque node per call (no graph break, no chunk loops to
+  unroll), forward and backward;
+- ``torch.export`` gives one node per call, with symbolic (dynamic) batch and spatial sizes;
+- a jit trace (FLOPs counters, the ONNX exporter in :mod:`vmamba.deploy`) shows one ``vmamba::`` node per call.
 
-``torch.compile``: the public ops are opaque to Dynamo (``torch.compiler.disable``), i.e. one clean graph break
-around a call whose kernels are already fused, instead of Dynamo unrolling the chunk loops.
+A backend is a module with ``scan_fwd``/``scan_bwd``/``ss2d_fwd``/``ss2d_bwd`` (see :mod:`.torch_scan`); one
+that saves tensors for its backward also has ``scan_saved_like``/``ss2d_saved_like`` (empty stand-ins of them,
+for the fake implementations).
 """
 import functools
 import importlib
 import os
 import warnings
+from typing import Optional
 
 import torch
 
 from .routes import CrossMerge, CrossScan
 
-__all__ = ['BACKENDS', 'resolve_backend', 'selective_scan', 'ss2d_selective_scan', 'cross_scan', 'cross_merge',
-           'flops_selective_scan', 'SelectiveScanFn', 'SS2DSelectiveScanFn']
-
-if hasattr(torch.amp, 'custom_fwd'):  # torch >= 2.4
-    _custom_fwd = functools.partial(torch.amp.custom_fwd, device_type='cuda')
-    _custom_bwd = functools.partial(torch.amp.custom_bwd, device_type='cuda')
-else:
-    _custom_fwd, _custom_bwd = torch.cuda.amp.custom_fwd, torch.cuda.amp.custom_bwd
+__all__ = ['BACKENDS', 'resolve_backend', 'numba_available', 'selective_scan', 'ss2d_selective_scan', 'cross_scan',
+           'cross_merge', 'flops_selective_scan']
 
 #: Backend name -> module implementing it.
-BACKENDS = {'torch': 'vmamba.ops.torch_scan', 'triton': 'vmamba.ops.triton_scan'}
+BACKENDS = {'torch': 'vmamba.ops.torch_scan', 'triton': 'vmamba.ops.triton_scan', 'numba': 'vmamba.ops.numba_scan'}
 ENV_VAR = 'VMAMBA_SCAN_BACKEND'
 _FLOAT_INPUTS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def resolve_backend(backend=None, device=None):
-    """Name of the backend to run: ``backend`` if given, else ``$VMAMBA_SCAN_BACKEND``, else by device
-    (``'triton'`` for CUDA tensors, ``'torch'`` otherwise). ``'auto'`` means "by device"."""
+    """Name of the backend to run: ``backend`` if given, else ``$VMAMBA_SCAN_BACKEND``, else by device:
+    ``'triton'`` for CUDA tensors; for CPU tensors ``'numba'`` (the compiled CPU scan) when numba is installed,
+    else ``'torch'`` (the chunked PyTorch scan, the fallback). ``'auto'`` means "by device"."""
     name = backend or os.environ.get(ENV_VAR) or 'auto'
     name = name.strip().lower()
     if name == 'auto':
-        return 'triton' if device is not None and torch.device(device).type == 'cuda' else 'torch'
+        if device is not None and torch.device(device).type == 'cuda':
+            return 'triton'
+        return 'numba' if numba_available() else 'torch'
     if name not in BACKENDS:
         source = 'backend=' if backend else f'${ENV_VAR}='
         raise ValueError(f'Unknown selective-scan backend {source}{name!r}; choose one of '
                          f'{", ".join(sorted(BACKENDS))} or "auto".')
     return name
+
+
+@functools.lru_cache(maxsize=None)
+def numba_available():
+    """Whether the compiled CPU backend can run: numba importable (the chunked torch scan is the fallback)."""
+    try:
+        importlib.import_module(BACKENDS['numba'])
+    except ImportError:
+        return False
+    return True
 
 
 def _backend_module(name, device):
@@ -61,6 +72,12 @@ def _backend_module(name, device):
                                'under the Triton interpreter: set TRITON_INTERPRET=1 before triton is imported, '
                                f"or use backend='torch' / {ENV_VAR}=torch for CPU tensors.")
         return module
+    if name == 'numba':
+        try:
+            return importlib.import_module(BACKENDS[name])
+        except ImportError as err:
+            raise RuntimeError(f'The numba selective-scan backend needs the `numba` package ({err}). Install it '
+                               f"(python tools/install.py does), or use backend='torch' / {ENV_VAR}=torch.") from err
     return importlib.import_module(BACKENDS[name])
 
 
@@ -100,49 +117,185 @@ def _common_dtype(*tensors):
     return [t.to(dtype) for t in tensors]
 
 
-class SelectiveScanFn(torch.autograd.Function):
-    """The plain selective scan (official semantics); dispatches forward and backward to one backend."""
-
-    @staticmethod
-    @_custom_fwd
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, delta_softplus, out_float, backend):
-        impl = _backend_module(backend, u.device)
-        out_dtype = torch.promote_types(u.dtype, torch.float32) if out_float else u.dtype
-        y, saved = impl.scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus, out_dtype)
-        ctx.save_for_backward(u, delta, A, B, C, D, delta_bias, *(saved or ()))
-        ctx.impl, ctx.delta_softplus = impl, delta_softplus
-        return y
-
-    @staticmethod
-    @_custom_bwd
-    def backward(ctx, dy):
-        u, delta, A, B, C, D, delta_bias, *saved = ctx.saved_tensors
-        grads = ctx.impl.scan_bwd(u, delta, A, B, C, D, delta_bias, ctx.delta_softplus, dy.contiguous(),
-                                  saved or None)
-        return (*grads, None, None, None)
+# ----------------------------------------------------------------------------------------------------------------
+# The ops, as torch.library custom ops (namespace ``vmamba``). Each public op has three:
+#   <op>      y only, for inference (no autograd): what torch.export / ONNX see under no_grad;
+#   <op>_fwd  (y, saved), with autograd registered; saved = what that backend's backward wants (may be []);
+#   <op>_bwd  the seven gradients (absent D / delta_bias give empty tensors, mapped to None).
+# ``backend`` is a name or 'auto'; it is resolved inside the op, on the tensors' device, so an exported graph
+# runs on whichever device it is moved to. Outputs are fresh contiguous tensors (what the fake impls promise).
+# ----------------------------------------------------------------------------------------------------------------
+Tensor = torch.Tensor
 
 
-class SS2DSelectiveScanFn(torch.autograd.Function):
-    """The fused SS2D core (cross-scan -> scan -> cross-merge) as one op; see :func:`ss2d_selective_scan`."""
-
-    @staticmethod
-    @_custom_fwd
-    def forward(ctx, x, delta, A, B, C, D, delta_bias, delta_softplus, backend):
-        impl = _backend_module(backend, x.device)
-        y, saved = impl.ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus)
-        ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, *(saved or ()))
-        ctx.impl, ctx.delta_softplus = impl, delta_softplus
-        return y
-
-    @staticmethod
-    @_custom_bwd
-    def backward(ctx, dy):
-        x, delta, A, B, C, D, delta_bias, *saved = ctx.saved_tensors
-        grads = ctx.impl.ss2d_bwd(x, delta, A, B, C, D, delta_bias, ctx.delta_softplus, dy, saved or None)
-        return (*grads, None, None)
+def _impl(backend, device):
+    return _backend_module(resolve_backend(None if backend == 'auto' else backend, device), device)
 
 
-@torch.compiler.disable
+def _fresh(t):
+    return t.contiguous()
+
+
+def _saved_like(impl, kind, *args):
+    """Empty stand-ins for a backend's saved tensors (fake impls): ``<kind>_saved_like`` if it has one, else none."""
+    fn = getattr(impl, f'{kind}_saved_like', None)
+    return list(fn(*args)) if fn is not None else []
+
+
+def _grads_out(grads):
+    """Backend grads -> op outputs: contiguous, the absent dD / ddelta_bias as empty tensors."""
+    *main, dD, dbias = grads
+    empty = lambda: main[0].new_empty(0, dtype=torch.float32)  # noqa: E731  (two outputs may not alias)
+    return (*(_fresh(g) for g in main), empty() if dD is None else _fresh(dD),
+            empty() if dbias is None else _fresh(dbias))
+
+
+def _grads_fake(inputs, D, delta_bias):
+    x, delta, A, B, C = inputs
+    return (*(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (x, delta, A, B, C)),
+            x.new_empty(0 if D is None else D.shape, dtype=torch.float32 if D is None else D.dtype),
+            x.new_empty(0 if delta_bias is None else delta_bias.shape,
+                        dtype=torch.float32 if delta_bias is None else delta_bias.dtype))
+
+
+# -- the plain op ------------------------------------------------------------------------------------------------
+def _plain_out_dtype(u, out_float):
+    return torch.promote_types(u.dtype, torch.float32) if out_float else u.dtype
+
+
+@torch.library.custom_op('vmamba::selective_scan', mutates_args=())
+def _scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+             delta_bias: Optional[Tensor], delta_softplus: bool, out_float: bool, backend: str) -> Tensor:
+    y, _ = _impl(backend, u.device).scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus,
+                                             _plain_out_dtype(u, out_float))
+    return _fresh(y)
+
+
+@torch.library.custom_op('vmamba::selective_scan_fwd', mutates_args=())
+def _scan_fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                 delta_bias: Optional[Tensor], delta_softplus: bool, out_float: bool,
+                 backend: str) -> tuple[Tensor, list[Tensor]]:
+    y, saved = _impl(backend, u.device).scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus,
+                                                 _plain_out_dtype(u, out_float))
+    return _fresh(y), list(saved or ())
+
+
+@torch.library.custom_op('vmamba::selective_scan_bwd', mutates_args=())
+def _scan_bwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                 delta_bias: Optional[Tensor], dy: Tensor, saved: list[Tensor], delta_softplus: bool,
+                 backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    grads = _impl(backend, u.device).scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy.contiguous(),
+                                              saved or None)
+    return _grads_out(grads)
+
+
+@_scan_op.register_fake
+def _(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float, backend):
+    return torch.empty(u.shape, dtype=_plain_out_dtype(u, out_float), device=u.device)
+
+
+@_scan_fwd_op.register_fake
+def _(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float, backend):
+    y = torch.empty(u.shape, dtype=_plain_out_dtype(u, out_float), device=u.device)
+    return y, _saved_like(_impl(backend, u.device), 'scan', u, delta, A, B, C)
+
+
+@_scan_bwd_op.register_fake
+def _(u, delta, A, B, C, D, delta_bias, dy, saved, delta_softplus, backend):
+    return _grads_fake((u, delta, A, B, C), D, delta_bias)
+
+
+# -- the fused SS2D op -------------------------------------------------------------------------------------------
+@torch.library.custom_op('vmamba::ss2d_scan', mutates_args=())
+def _ss2d_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+             delta_bias: Optional[Tensor], delta_softplus: bool, backend: str) -> Tensor:
+    y, _ = _impl(backend, x.device).ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _fresh(y)
+
+
+@torch.library.custom_op('vmamba::ss2d_scan_fwd', mutates_args=())
+def _ss2d_fwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                 delta_bias: Optional[Tensor], delta_softplus: bool, backend: str) -> tuple[Tensor, list[Tensor]]:
+    y, saved = _impl(backend, x.device).ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _fresh(y), list(saved or ())
+
+
+@torch.library.custom_op('vmamba::ss2d_scan_bwd', mutates_args=())
+def _ss2d_bwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                 delta_bias: Optional[Tensor], dy: Tensor, saved: list[Tensor], delta_softplus: bool,
+                 backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    grads = _impl(backend, x.device).ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved or None)
+    return _grads_out(grads)
+
+
+def _ss2d_y_fake(x):
+    return torch.empty(x.shape, dtype=torch.float32, device=x.device)
+
+
+@_ss2d_op.register_fake
+def _(x, delta, A, B, C, D, delta_bias, delta_softplus, backend):
+    return _ss2d_y_fake(x)
+
+
+@_ss2d_fwd_op.register_fake
+def _(x, delta, A, B, C, D, delta_bias, delta_softplus, backend):
+    return _ss2d_y_fake(x), _saved_like(_impl(backend, x.device), 'ss2d', x, delta, A, B, C)
+
+
+@_ss2d_bwd_op.register_fake
+def _(x, delta, A, B, C, D, delta_bias, dy, saved, delta_softplus, backend):
+    return _grads_fake((x, delta, A, B, C), D, delta_bias)
+
+
+# -- autograd: <op>_fwd saves its inputs and the backend's tensors; the backward is the <op>_bwd op ---------------
+def _setup_context(ctx, inputs, output):
+    tensors, flags = inputs[:7], inputs[7:]
+    _, saved = output
+    ctx.save_for_backward(*tensors, *saved)
+    ctx.flags = flags
+    ctx.optional = (tensors[5] is not None, tensors[6] is not None)
+
+
+def _unpack(ctx):
+    u, delta, A, B, C, D, delta_bias, *saved = ctx.saved_tensors
+    return (u, delta, A, B, C, D, delta_bias), saved
+
+
+def _grads_in(ctx, grads):
+    *main, dD, dbias = grads
+    has_D, has_bias = ctx.optional
+    return (*main, dD if has_D else None, dbias if has_bias else None) + (None,) * len(ctx.flags)
+
+
+def _scan_backward(ctx, dy, _dsaved):
+    tensors, saved = _unpack(ctx)
+    softplus, _, backend = ctx.flags
+    return _grads_in(ctx, torch.ops.vmamba.selective_scan_bwd(*tensors, dy, saved, softplus, backend))
+
+
+def _ss2d_backward(ctx, dy, _dsaved):
+    tensors, saved = _unpack(ctx)
+    softplus, backend = ctx.flags
+    return _grads_in(ctx, torch.ops.vmamba.ss2d_scan_bwd(*tensors, dy, saved, softplus, backend))
+
+
+_scan_fwd_op.register_autograd(_scan_backward, setup_context=_setup_context)
+_ss2d_fwd_op.register_autograd(_ss2d_backward, setup_context=_setup_context)
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _backend_arg(backend):
+    """The ``backend=`` argument as the ops take it: a known name or 'auto' (checked here, resolved in the op)."""
+    name = 'auto' if backend is None else str(backend).strip().lower()
+    if name != 'auto' and name not in BACKENDS:
+        raise ValueError(f'Unknown selective-scan backend backend={name!r}; choose one of '
+                         f'{", ".join(sorted(BACKENDS))} or "auto".')
+    return name
+
+
 @_quiet_under_trace
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, out_float=True,
                    backend=None):
@@ -173,11 +326,12 @@ def selective_scan(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=Fa
         raise ValueError(f'selective_scan: {channels} channels do not split into {B.shape[1]} B/C groups')
     _check_params(A, D, delta_bias, channels)
     u, delta, B, C = _common_dtype(u, delta, B, C)
-    name = resolve_backend(backend, u.device)
-    return SelectiveScanFn.apply(u, delta, A, B, C, D, delta_bias, bool(delta_softplus), bool(out_float), name)
+    args = (u, delta, A, B, C, D, delta_bias, bool(delta_softplus), bool(out_float), _backend_arg(backend))
+    if _needs_grad(u, delta, A, B, C, D, delta_bias):
+        return torch.ops.vmamba.selective_scan_fwd(*args)[0]
+    return torch.ops.vmamba.selective_scan(*args)
 
 
-@torch.compiler.disable
 @_quiet_under_trace
 def ss2d_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, backend=None):
     """The SS2D core: scan x along the four routes (row-major, column-major, both reversed) and merge.
@@ -211,8 +365,10 @@ def ss2d_selective_scan(x, delta, A, B, C, D=None, delta_bias=None, delta_softpl
         _check_float(name, t)
     _check_params(A, D, delta_bias, 4 * dim)
     x, delta, B, C = _common_dtype(x, delta, B, C)
-    name = resolve_backend(backend, x.device)
-    return SS2DSelectiveScanFn.apply(x, delta, A, B, C, D, delta_bias, bool(delta_softplus), name)
+    args = (x, delta, A, B, C, D, delta_bias, bool(delta_softplus), _backend_arg(backend))
+    if _needs_grad(x, delta, A, B, C, D, delta_bias):
+        return torch.ops.vmamba.ss2d_scan_fwd(*args)[0]
+    return torch.ops.vmamba.ss2d_scan(*args)
 
 
 def cross_scan(x):

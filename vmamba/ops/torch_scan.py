@@ -17,8 +17,8 @@ That is about ``2 * sqrt(L)`` vectorised steps instead of ``L``. It is numerical
 are only ever *multiplied* (products of numbers in (0, 1] when ``A <= 0``), never divided or exponentiated
 from a positive log-sum, so nothing overflows where the sequential loop does not.
 
-The backward pass is explicit (no autograd graph through the loop): it recomputes the states from the saved
-inputs (and the saved step sizes Δ), runs the same chunked scan in the other direction for ``dL/dh`` and forms
+The backward pass is explicit (no autograd graph through the loop): it recomputes the step sizes Δ and the states
+from the inputs (the forward saves nothing), runs the same chunked scan in the other direction for ``dL/dh`` and forms
 the seven gradients with broadcast products and sums. All sums are ordinary (deterministic) PyTorch reductions.
 Any float dtype works; math runs in ``promote(input dtype, float32)``, so float64 inputs give a float64 scan
 for gradcheck.
@@ -226,22 +226,22 @@ def _discretise(delta, delta_bias, delta_softplus, dtype, bias_shape):
 
 
 def scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus, out_dtype):
-    """Forward of the plain scan. Returns ``(y, (Δ in chunk layout,))`` for the backward."""
+    """Forward of the plain scan. Returns ``(y, ())``: the backward recomputes Δ (one element-wise pass)."""
     lay = _PlainLayout(u, B, A)
     with torch.autocast(u.device.type, enabled=False):
         dtc = lay.channels(_discretise(delta, delta_bias, delta_softplus, lay.dtype, (-1, 1)))
         y = lay.back(_core_fwd(dtc, lay.channels(u), lay.groups(B), lay.groups(C), lay.weight(A)))
         if D is not None:
             y = torch.addcmul(y, u.to(lay.dtype), D.to(lay.dtype)[:, None])
-    return y.to(out_dtype), (dtc,)
+    return y.to(out_dtype), ()
 
 
 def scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     """All seven gradients (du, ddelta, dA, dB, dC, dD, ddelta_bias) in the dtypes of their inputs."""
-    (dtc,) = saved
     lay = _PlainLayout(u, B, A)
     f = lay.dtype
     with torch.autocast(u.device.type, enabled=False):
+        dtc = lay.channels(_discretise(delta, delta_bias, delta_softplus, lay.dtype, (-1, 1)))
         du, ddt, dA, dB, dC = _core_bwd(dtc, lay.channels(u), lay.groups(B), lay.groups(C), lay.weight(A),
                                         lay.channels(dy))
         du, ddt = lay.back(du), lay.back(ddt)
@@ -306,25 +306,30 @@ class _SS2DLayout:
 
 
 def _ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
-    """Fused-op forward on (batch, D, H, W) maps: merged y in promote(x.dtype, fp32); saves Δ in chunk layout."""
+    """Fused-op forward on (batch, D, H, W) maps: merged y in promote(x.dtype, fp32); saves nothing."""
     lay = _SS2DLayout(x, A)
     with torch.autocast(x.device.type, enabled=False):
-        dt = _discretise(delta, delta_bias, delta_softplus, lay.dtype, (1, 4, -1, 1, 1))
-        dtc = lay.routes(dt)[..., None, :]
+        dtc = _discretise_routes(lay, delta, delta_bias, delta_softplus)
         yc = _core_fwd(dtc, lay.spatial(x), lay.routes(B)[:, :, :, :, None], lay.routes(C)[:, :, :, :, None],
                        lay.weight(A))
         y = lay.merge(yc.sum(2))
         if D is not None:
             y = torch.addcmul(y, x.to(lay.dtype), D.to(lay.dtype).view(4, -1).sum(0)[:, None, None])
-    return y, (dtc,)
+    return y, ()
+
+
+def _discretise_routes(lay, delta, delta_bias, delta_softplus):
+    """Δ of every route in chunk layout (T, batch, 2, 2, D, 1, n)."""
+    dt = _discretise(delta, delta_bias, delta_softplus, lay.dtype, (1, 4, -1, 1, 1))
+    return lay.routes(dt)[..., None, :]
 
 
 def _ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     """Fused-op backward on (batch, D, H, W) maps: (dx, ddelta, dA, dB, dC, dD, ddelta_bias)."""
-    (dtc,) = saved
     lay = _SS2DLayout(x, A)
     f = lay.dtype
     with torch.autocast(x.device.type, enabled=False):
+        dtc = _discretise_routes(lay, delta, delta_bias, delta_softplus)
         du, ddt, dA, dB, dC = _core_bwd(dtc, lay.spatial(x), lay.routes(B)[:, :, :, :, None],
                                         lay.routes(C)[:, :, :, :, None], lay.weight(A), lay.spatial(dy))
         dx = lay.merge(du.sum(2))

@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ['INTERPRET', 'scan_fwd', 'scan_bwd', 'ss2d_fwd', 'ss2d_bwd', 'block_config']
+__all__ = ['INTERPRET', 'scan_fwd', 'scan_bwd', 'ss2d_fwd', 'ss2d_bwd', 'scan_saved_like', 'ss2d_saved_like', 'block_config']
 
 #: True when the kernels are interpreted (TRITON_INTERPRET=1 at import): they then accept CPU tensors.
 try:
@@ -316,6 +316,14 @@ def _dummy(ref):
     return torch.empty(1, device=ref.device, dtype=torch.float32)
 
 
+def scan_saved_like(u, delta, A, B, C):
+    """Empty tensors shaped as what :func:`scan_fwd` saves (for the custom op's fake implementation)."""
+    batch, channels, L = u.shape
+    groups, N = B.shape[1], A.shape[1]
+    BL = block_config(L, N, channels // groups, batch * channels, _min_programs(u.device))[1]
+    return (u.new_empty((batch, channels, triton.cdiv(L, BL), N), dtype=torch.float32),)
+
+
 def scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus, out_dtype):
     """Plain scan forward. Returns (y, (chunk_end_states,))."""
     u, delta, B, C = _prepare(u, delta, B, C)
@@ -366,4 +374,4 @@ def scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
 
 
 # The fused SS2D op (channels-last operands, route pairs, chunk-parallel) has its own kernels.
-from .triton_ss2d import ss2d_bwd, ss2d_fwd  # noqa: E402
+from .triton_ss2d import ss2d_bwd, ss2d_fwd, ss2d_saved_like  # noqa: E402

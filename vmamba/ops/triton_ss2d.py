@@ -59,7 +59,7 @@ LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
 _LN2 = tl.constexpr(0.6931471805599453)
 
-__all__ = ['ss2d_fwd', 'ss2d_bwd', 'tile_config', 'FWD_KERNELS', 'BWD_KERNELS']
+__all__ = ['ss2d_fwd', 'ss2d_bwd', 'ss2d_saved_like', 'tile_config', 'FWD_KERNELS', 'BWD_KERNELS']
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -574,6 +574,13 @@ class _Plan:
         _carry_kernel[(triton.cdiv(dn, self.carry_blk), 4, self.batch)](
             states, sums, A, self.dim, self.N, self.n_chunks, ADJOINT=adjoint, CB=16, BLK=self.carry_blk,
             num_warps=4)
+
+
+def ss2d_saved_like(x, delta, A, B, C):
+    """Empty tensors shaped as what :func:`ss2d_fwd` saves (for the custom op's fake implementation)."""
+    p = _Plan(x, A)
+    return (x.new_empty((p.batch, p.n_chunks, 4, p.dim, p.N), dtype=torch.float32),
+            x.new_empty((p.batch, p.n_chunks, 4, p.dim), dtype=torch.float32))
 
 
 def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
