@@ -25,7 +25,7 @@ import torch
 
 from vmamba.analysis import scan_traffic
 from vmamba.models.variants import resolve_arch
-from vmamba.ops import cross_merge, cross_scan, selective_scan, ss2d_scan_ref, ss2d_selective_scan
+from vmamba.ops import cross_merge, cross_scan, resolve_backend, selective_scan, ss2d_scan_ref, ss2d_selective_scan
 from vmamba.ops.routes import route_maps
 
 #: HBM peak bandwidth (GB/s) by substring of ``torch.cuda.get_device_name()``; override with --peak-gbs.
@@ -184,7 +184,9 @@ def main():
     parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'], choices=sorted(DTYPES),
                         help='input dtype; the output is fp32 either way (VMamba "oflex")')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    parser.add_argument('--backend', default=None, help="'torch' or 'triton' (default: by device)")
+    parser.add_argument('--backend', default=None,
+                        help="'torch', 'triton' or 'numba' (default: by device, as resolve_backend: triton on CUDA, "
+                             "numba on CPU when installed, else torch)")
     parser.add_argument('--no-ref', action='store_true', help='skip the (slow) sequential reference')
     parser.add_argument('--ref-max-elems', type=float, default=2e8,
                         help='skip the reference above this many batch*4D*L*N elements (it is a Python loop)')
@@ -219,7 +221,7 @@ def main():
     name = torch.cuda.get_device_name(device) if cuda else f'CPU ({torch.get_num_threads()} threads)'
     if cuda and peak is None:
         peak = next((v for k, v in HBM_PEAK_GBS.items() if k in name), None)
-    backend = args.backend or ('triton' if cuda else 'torch')
+    backend = args.backend or resolve_backend(None, device)
     print(f'device: {name}; backend: {backend}; arch: {args.arch}; batch {batch}; 224x224 input'
           + (f'; HBM peak {peak:.0f} GB/s' if peak else ''))
     print('GB/s = ideal bytes of the fused op / time (every input read once, every output written once).')

@@ -11,20 +11,24 @@ synthetic, so no dataset is needed; detectors and segmentors get synthetic boxes
     python tools/analysis/benchmark.py configs/detection/maskrcnn_vmamba_tiny_1x.py --batch 2 --shape 800 1280
     # CPU, small
     python tools/analysis/benchmark.py tiny --device cpu --batch 8 --warmup 2 --iters 5 --out bench.json
+    # CPU, one thread, VMamba-T and vanilla-T against Swin-T (tools/analysis/profile_cpu.py says where time goes)
+    python tools/analysis/benchmark.py tiny vanilla_tiny --device cpu --threads 1 --batch 8 --modes inference
 
 The Swin-T baseline matches the task of the first model (mmpretrain Swin-T, mmdet Swin-T Mask R-CNN or mmseg
 Swin-T UperNet); ``--compare`` names others, ``--compare none`` skips it.
 """
 import argparse
 import json
+import os
 import sys
+import time
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
 import torch
 from mmengine.config import DictAction
 
 from vmamba.analysis import DEFAULT_SHAPES, SWIN_BASELINE, SpecError, build_subject
-from vmamba.analysis.timing import AMP_CHOICES, measure
+from vmamba.analysis.timing import AMP_CHOICES, Timing, autocast_dtype, measure
 
 #: Default (GPU, CPU) batch sizes per task: the paper's 128 for ImageNet; small dense-prediction batches.
 DEFAULT_BATCH = {'classification': (128, 8), 'detection': (2, 1), 'segmentation': (2, 1)}
@@ -45,7 +49,13 @@ def parse_args(argv=None):
     parser.add_argument('--iters', type=int, help='timed iterations (default 30 on GPU, 5 on CPU)')
     parser.add_argument('--amp', choices=AMP_CHOICES, default='auto', help='autocast for training (auto: bf16/fp16 '
                                                                              'on GPU, off on CPU)')
+    parser.add_argument('--threads', type=int, help="torch CPU threads (default: torch's default, e.g. "
+                                                     '$OMP_NUM_THREADS)')
     parser.add_argument('--tf32', action='store_true', help='allow TF32 matmuls/convs on Ampere+ GPUs')
+    parser.add_argument('--interleave', action='store_true',
+                        help='time the models round-robin, one step of each per round, and report each one\'s '
+                             'fastest step (no memory figure): on a shared machine, load changes then hit every '
+                             'model alike, so the ratios hold')
     parser.add_argument('--out', help='write the measurements as JSON to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys (key=value)')
     args = parser.parse_args(argv)
@@ -87,6 +97,66 @@ def format_table(timings):
     return '\n'.join(lines)
 
 
+def format_ratios(timings, baseline):
+    """One line per mode: each model's img/s over the baseline's, measured in this run (the reliable figure on
+    a shared machine, where absolute timings drift between runs)."""
+    base = {t.mode: t.images_per_s for t in timings if t.model == baseline}
+    lines = []
+    for mode, ref in base.items():
+        ratios = [f'{t.model} {t.images_per_s / ref:.2f}x' for t in timings if t.mode == mode and t.model != baseline]
+        if ratios:
+            lines.append(f'{mode} img/s relative to {baseline}: ' + ', '.join(ratios))
+    return '\n'.join(lines)
+
+
+def _step(subject, mode, batch_size, height, width, amp):
+    """One step as :mod:`vmamba.analysis.timing` runs it: ``predict`` without gradients in eval mode, or loss +
+    backward in train mode under autocast (``amp``), gradients dropped. Returns (step, its Timing fields)."""
+    device = subject.device
+    dtype = autocast_dtype(amp, device) if mode == 'training' else None
+    batch = subject.batch(batch_size, height, width, targets=mode == 'training')
+
+    def step():
+        subject.model.train(mode == 'training')
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            if mode == 'inference':
+                with torch.no_grad():
+                    subject.predict(batch)
+                return
+            loss = subject.loss(batch)
+        loss.backward()
+        subject.model.zero_grad(set_to_none=True)
+    h, w = batch.images.shape[-2:]
+    return step, (subject.name, mode, str(device), batch_size, h, w, str(dtype or torch.float32).split('.')[-1])
+
+
+def measure_interleaved(subjects, modes, batch_of, shape_of, warmup, iters, amp):
+    """Best-of timings of every subject and mode, taken round-robin: ``iters`` rounds of one step each."""
+    timings = []
+    threads = torch.get_num_threads()
+    on_gpu = subjects[0].device.type == 'cuda'
+    for mode in modes:
+        steps = [_step(s, mode, batch_of(s), *shape_of(s), amp) for s in subjects]
+        for step, _ in steps:
+            for _ in range(max(warmup, 1)):
+                step()
+        torch.set_num_threads(threads)
+        best = [float('inf')] * len(steps)
+        for _ in range(iters):
+            for i, (step, _) in enumerate(steps):
+                if on_gpu:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                step()
+                if on_gpu:
+                    torch.cuda.synchronize()
+                best[i] = min(best[i], time.perf_counter() - start)
+        timings += [Timing(*fields, iters=1, seconds=b, peak_mem_mb=None) for (_, fields), b in zip(steps, best)]
+    for s in subjects:
+        s.model.eval()
+    return timings
+
+
 def main(argv=None):
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -95,6 +165,11 @@ def main(argv=None):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = args.tf32
         torch.backends.cudnn.allow_tf32 = args.tf32
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # The compiled CPU scan's thread pool (numba, OpenMP) would otherwise start with every core and leave torch's
+    # own thread count raised to that: pin it to torch's before the first scan.
+    os.environ.setdefault('NUMBA_NUM_THREADS', str(torch.get_num_threads()))
     warmup = args.warmup if args.warmup is not None else (10 if on_gpu else 2)
     iters = args.iters if args.iters is not None else (30 if on_gpu else 5)
 
@@ -106,10 +181,17 @@ def main(argv=None):
 
     first = build(args.models[0])  # its task picks the Swin-T baseline
     timings = []
-    for i, spec in enumerate(_specs(args, first.task)):
+    specs = _specs(args, first.task)
+
+    def shape_of(subject):
+        return (args.shape[0], args.shape[-1]) if args.shape else DEFAULT_SHAPES[subject.task]
+
+    def batch_of(subject):
+        return args.batch or DEFAULT_BATCH[subject.task][0 if on_gpu else 1]
+
+    for i, spec in enumerate([] if args.interleave else specs):
         subject = first if i == 0 else build(spec)
-        height, width = (args.shape[0], args.shape[-1]) if args.shape else DEFAULT_SHAPES[subject.task]
-        batch = args.batch or DEFAULT_BATCH[subject.task][0 if on_gpu else 1]
+        (height, width), batch = shape_of(subject), batch_of(subject)
         for mode in args.modes:
             # Inference in float32 as the paper's "TP"; training under autocast as its "Train TP".
             t = measure(subject, mode, batch, height, width, warmup=warmup, iters=iters,
@@ -122,11 +204,21 @@ def main(argv=None):
         if on_gpu:
             torch.cuda.empty_cache()
 
+    if args.interleave:
+        subjects = [first] + [build(spec) for spec in specs[1:]]
+        timings = measure_interleaved(subjects, args.modes, batch_of, shape_of, warmup, iters, args.amp)
+        for t in timings:
+            print(f'{t.model} {t.mode}: {t.images_per_s:.2f} img/s ({t.dtype}, batch {t.batch}, '
+                  f'{t.height}x{t.width}, fastest of {iters} interleaved steps)', flush=True)
     memory_note = ('peak = torch.cuda.max_memory_allocated' if on_gpu
                    else 'peak = sampled RSS increase over the built model')
+    if args.interleave:
+        memory_note = 'interleaved, fastest step per model, no memory figure'
     print(f'\ndevice: {torch.cuda.get_device_name(device) if on_gpu else "cpu"} '
           f'({torch.get_num_threads()} threads), warm-up {warmup}, timed {iters}; {memory_note}\n')
     print(format_table(timings))
+    if len(specs) > len(args.models):  # a baseline was added
+        print('\n' + format_ratios(timings, specs[len(args.models)]))
     if args.out:
         with open(args.out, 'w') as f:
             json.dump([t.as_dict() for t in timings], f, indent=1)

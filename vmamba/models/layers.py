@@ -7,13 +7,26 @@ is the same function as a LayerNorm over the channels of a channels-last map, wi
 
 Module indices inside the ``nn.Sequential`` stems and downsamplers match the official checkpoints
 (``patch_embed.0/2/5/7``, ``downsample.1/3``), which is why the layout switches are modules.
+
+Every convolution is built by :func:`channels_last_conv2d`: its input is a channels-last map seen as (B, C, H, W)
+(a view, no copy), and with the weight stored the same way the CPU and GPU kernels neither reorder the weight on
+every call nor copy the output, and the stem's first conv writes a channels-last map for the LayerNorm after it.
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['DropPath', 'Mlp', 'ToChannelsFirst', 'ToChannelsLast', 'PatchMerging', 'make_stem',
-           'make_downsample']
+__all__ = ['DropPath', 'Mlp', 'ToChannelsFirst', 'ToChannelsLast', 'PatchMerging', 'channels_last_conv2d',
+           'make_stem', 'make_downsample']
+
+
+def channels_last_conv2d(*args, **kwargs):
+    """``nn.Conv2d(*args, **kwargs)`` with its weight in the channels_last memory format.
+
+    The same parameter (name, shape, values; loading a checkpoint copies into it and keeps the format), only its
+    strides differ (timings in docs/benchmarks.md, "CPU inference: where VMamba-T's time goes").
+    """
+    return nn.Conv2d(*args, **kwargs).to(memory_format=torch.channels_last)
 
 
 class ToChannelsLast(nn.Module):
@@ -49,7 +62,20 @@ class DropPath(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2, on channels-last maps."""
+    """fc1 -> GELU -> fc2, on channels-last maps.
+
+    CPU inference on a large input (more than :attr:`blocked_above` hidden values, 8 MB in fp32) runs it in blocks
+    of positions (:attr:`block_elems` hidden values per thread, 1 MB), so that the 4x wider hidden activations stay
+    in cache instead of going to memory and back, and are never allocated for the whole map. Each position goes
+    through the same products and GELU as in one piece (equal up to fp32 round-off; bitwise in the tests).
+    Training, GPUs and traced/compiled graphs take the one-piece path.
+    """
+
+    #: Hidden activations per block and thread in blocked CPU inference (the best of 2^18..2^22 on a 2-core
+    #: EPYC with 512 KB L2 per core, at 1 and 2 threads).
+    block_elems = 2 ** 18
+    #: Inputs whose hidden activations are smaller than this stay in one piece (they fit the last-level cache).
+    blocked_above = 2 ** 21
 
     def __init__(self, dim, hidden_dim):
         super().__init__()
@@ -58,7 +84,26 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x):
-        return self.fc2(self.act(self.fc1(x)))
+        if not _blocked_inference(x):  # first: no size test or thread query inside a traced/compiled graph
+            return self.fc2(self.act(self.fc1(x)))
+        hidden = self.fc1.out_features
+        if x.shape[:-1].numel() * hidden <= self.blocked_above:
+            return self.fc2(self.act(self.fc1(x)))
+        rows = max(1, self.block_elems * torch.get_num_threads() // hidden)
+        flat, out = x.reshape(-1, x.shape[-1]), None
+        for i in range(0, flat.shape[0], rows):
+            y = self.fc2(self.act(self.fc1(flat[i:i + rows])))
+            if out is None:
+                out = y.new_empty(flat.shape[0], y.shape[-1])
+            out[i:i + rows] = y
+        return out.view(*x.shape[:-1], -1)
+
+
+def _blocked_inference(x):
+    """Whether an op may loop over blocks of ``x``: eager CPU inference (no autograd graph, no jit trace, no
+    torch.compile / torch.export, where a Python loop would be unrolled into the graph)."""
+    return (x.device.type == 'cpu' and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling())
 
 
 class _PadToMultiple(nn.Sequential):
@@ -87,13 +132,14 @@ def make_stem(kind, in_channels, dim):
       (keys ``.0``, ``.2``, ``.5``, ``.7``).
     """
     if kind == 'patchify':
-        return _PadToMultiple(4, nn.Conv2d(in_channels, dim, kernel_size=4, stride=4), ToChannelsLast(),
+        return _PadToMultiple(4, channels_last_conv2d(in_channels, dim, kernel_size=4, stride=4), ToChannelsLast(),
                               nn.LayerNorm(dim))
     if kind == 'conv':
         return nn.Sequential(
-            nn.Conv2d(in_channels, dim // 2, kernel_size=3, stride=2, padding=1), ToChannelsLast(),
+            channels_last_conv2d(in_channels, dim // 2, kernel_size=3, stride=2, padding=1), ToChannelsLast(),
             nn.LayerNorm(dim // 2), ToChannelsFirst(), nn.GELU(),
-            nn.Conv2d(dim // 2, dim, kernel_size=3, stride=2, padding=1), ToChannelsLast(), nn.LayerNorm(dim))
+            channels_last_conv2d(dim // 2, dim, kernel_size=3, stride=2, padding=1), ToChannelsLast(),
+            nn.LayerNorm(dim))
     raise ValueError(f'unknown stem {kind!r} (expected "patchify" or "conv")')
 
 
@@ -126,6 +172,7 @@ def make_downsample(kind, dim, out_dim):
     if kind == 'merge':
         return PatchMerging(dim, out_dim)
     if kind == 'conv':
-        return nn.Sequential(ToChannelsFirst(), nn.Conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1),
+        return nn.Sequential(ToChannelsFirst(),
+                             channels_last_conv2d(dim, out_dim, kernel_size=3, stride=2, padding=1),
                              ToChannelsLast(), nn.LayerNorm(out_dim))
     raise ValueError(f'unknown downsample {kind!r} (expected "merge" or "conv")')

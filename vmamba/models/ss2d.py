@@ -14,7 +14,8 @@ The projections act per position, so they are applied to the un-permuted map and
 routes: the model hands x and the per-route delta/B/C maps to :func:`vmamba.ops.ss2d_selective_scan`,
 the one narrow call into the op (a fused kernel on GPU, a chunked PyTorch scan on CPU). Everything stays
 channels-last, (B, H, W, ...) with the channels innermost, from in_proj to out_proj: the conv works in the
-channels_last memory format, so no activation is copied to change its layout.
+channels_last memory format (its weight is stored that way too, :func:`.layers.channels_last_conv2d`), so no
+activation or weight is copied to change its layout.
 
 Parameter names and shapes are those of the official checkpoints:
 ``in_proj``, ``conv2d``, ``x_proj_weight`` (4, R+2N, Di), ``dt_projs_weight`` (4, Di, R),
@@ -27,6 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vmamba.ops import ss2d_selective_scan
+
+from .layers import channels_last_conv2d
 
 __all__ = ['SS2D']
 
@@ -56,7 +59,8 @@ class SS2D(nn.Module):
         Di, N, R = self.d_inner, d_state, self.dt_rank
 
         self.in_proj = nn.Linear(dim, Di * (2 if gated else 1), bias=False)
-        self.conv2d = nn.Conv2d(Di, Di, kernel_size=d_conv, padding=(d_conv - 1) // 2, groups=Di, bias=conv_bias)
+        self.conv2d = channels_last_conv2d(Di, Di, kernel_size=d_conv, padding=(d_conv - 1) // 2, groups=Di,
+                                           bias=conv_bias)
         self.act = nn.SiLU()
         self.x_proj_weight = nn.Parameter(torch.empty(K_ROUTES, R + 2 * N, Di))
         self.dt_projs_weight = nn.Parameter(torch.empty(K_ROUTES, Di, R))

@@ -1,0 +1,306 @@
+"""The compiled CPU backend (vmamba.ops.numba_scan) against the float64 sequential reference, and its own claims:
+deterministic and thread-count independent gradients, nothing saved by the forward, accurate transcendentals."""
+import numpy as np
+import pytest
+import torch
+
+numba = pytest.importorskip('numba')
+
+from ops_testlib import (GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs, output_grad,  # noqa: E402
+                         plain_reference, run, scan_inputs, ss2d_inputs, ss2d_reference)
+from vmamba.ops import (resolve_backend, selective_scan, selective_scan_ref, ss2d_scan_ref,  # noqa: E402
+                        ss2d_selective_scan)
+from vmamba.ops import numba_scan  # noqa: E402
+from vmamba.ops.dispatch import ENV_VAR  # noqa: E402
+
+SS2D_GRAD_NAMES = ('dx',) + GRAD_NAMES[1:]
+# (batch, D, d_state, H, W): the torch/triton cases, plus several channel blocks (a ragged one), N = 16 with many
+# backward chunks, and N = 1 with many chunks (L = 2115 > the N = 1 chunk length).
+SS2D_CASES = [
+    (2, 3, 1, 1, 1),
+    (2, 3, 4, 3, 5),
+    (1, 2, 16, 7, 9),
+    (2, 4, 1, 13, 11),
+    (1, 2, 1, 45, 47),
+    (2, 70, 1, 9, 13),
+    (1, 20, 16, 9, 11),
+]
+PLAIN_CASES = [
+    (2, 2, 3, 1, 1),
+    (2, 2, 3, 4, 7),
+    (2, 2, 2, 16, 64),
+    (2, 4, 4, 1, 130),
+    (1, 2, 3, 4, 130),
+    (1, 2, 1, 1, 2049),
+    (1, 1, 2, 4, 2051),
+]
+
+
+def _fused(*a):
+    return ss2d_selective_scan(*a, backend='numba')
+
+
+def _plain(softplus=True, out_float=True):
+    return lambda *a: selective_scan(*a, delta_softplus=softplus, out_float=out_float, backend='numba')
+
+
+def _scan_dominated_ss2d(batch, dim, N, H, W, seed=3):
+    """Fused-op inputs where the skip term is small (D x 0.05) and the decays are neither ~0 nor ~1."""
+    x, delta, A, B, C, D, bias = ss2d_inputs(batch, dim, N, H, W, seed=seed)
+    return [x, delta, A, B, C, D * 0.05, bias]
+
+
+@pytest.mark.parametrize('case', SS2D_CASES, ids=lambda c: 'b{}d{}n{}_{}x{}'.format(*c))
+def test_ss2d_fp32_matches_reference(case):
+    y_ref, grads_ref = ss2d_reference(case)
+    y, grads = run(_fused, cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
+        assert g.shape == g_ref.shape and g.dtype == torch.float32, name
+        assert_rel_close(g, g_ref, 1e-5, name)
+
+
+def test_ss2d_scan_dominated_inputs():
+    """Small D skip: the output is the scan's, so a wrong scan (route, decay, state) cannot pass."""
+    case = (2, 24, 4, 11, 13)
+    raw = _scan_dominated_ss2d(*case)
+    exact = cast_inputs(raw, torch.float64, 'cpu')
+    dy = output_grad((2, 11, 13, 24))
+    y_ref, grads_ref = run(ss2d_scan_ref, exact, dy)
+    no_scan = ss2d_scan_ref(*[t.detach() for t in exact[:3]], torch.zeros_like(exact[3]), *[t.detach() for t in exact[4:]])
+    assert (y_ref - no_scan).abs().max() > 0.5 * y_ref.abs().max()  # the scan is most of the output
+    y, grads = run(_fused, cast_inputs(raw, torch.float32), dy)
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
+        assert_rel_close(g, g_ref, 1e-5, name)
+
+
+@pytest.mark.parametrize('case', PLAIN_CASES, ids=lambda c: 'b{}k{}d{}n{}L{}'.format(*c))
+def test_plain_fp32_matches_reference(case):
+    y_ref, grads_ref = plain_reference(case)
+    y, grads = run(_plain(), cast_inputs(scan_inputs(*case), torch.float32), output_grad(y_ref.shape))
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    for name, g, g_ref in zip(GRAD_NAMES, grads, grads_ref):
+        assert g.dtype == torch.float32 and g.shape == g_ref.shape, name
+        assert_rel_close(g, g_ref, 1e-5, name)
+
+
+def test_plain_optional_arguments():
+    """No D, no delta_bias, no softplus, and an output in the input dtype."""
+    case = (2, 2, 4, 4, 70)
+    raw = scan_inputs(*case, with_D=False, with_bias=False)
+    raw[1] = raw[1].abs() * 0.1  # without softplus the raw delta is the step size: keep it positive
+    dy = output_grad((2, 8, 70))
+    y_ref, grads_ref = run(lambda *a: selective_scan_ref(*a), cast_inputs(raw, torch.float64, 'cpu'), dy)
+    y, grads = run(_plain(softplus=False, out_float=False), cast_inputs(raw, torch.float32), dy)
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    assert grads[5] is None and grads[6] is None
+    for name, g, g_ref in list(zip(GRAD_NAMES, grads, grads_ref))[:5]:
+        assert_rel_close(g, g_ref, 1e-5, name)
+
+
+def test_ss2d_without_D_and_bias():
+    x, delta, A, B, C, _, _ = cast_inputs(ss2d_inputs(2, 5, 2, 4, 6), torch.float32)
+    exact = [t.detach().double().requires_grad_() for t in (x, delta, A, B, C)]
+    dy = output_grad((2, 4, 6, 5))
+    y_ref, g_ref = run(lambda *a: ss2d_scan_ref(*a, None, None), exact, dy)
+    y, g = run(lambda *a: ss2d_selective_scan(*a, None, None, backend='numba'), [x, delta, A, B, C], dy)
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    for name, a, b in zip(SS2D_GRAD_NAMES, g, g_ref):
+        assert_rel_close(a, b, 1e-5, name)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_inputs(dtype):
+    """fp16/bf16 inputs: fp32 math inside, fp32 output, gradients in the input dtypes; mamba's tolerances."""
+    inputs = cast_inputs(ss2d_inputs(2, 4, 4, 5, 7), dtype)
+    exact = [t.detach().to('cpu', torch.float64).requires_grad_() for t in inputs]
+    dy = output_grad((2, 5, 7, 4))
+    y_ref, grads_ref = run(ss2d_scan_ref, exact, dy)
+    y, grads = run(_fused, inputs, dy)
+    assert y.dtype == torch.float32
+    assert_half_close(y, y_ref, dtype, 'y')
+    for name, t, g, g_ref in zip(SS2D_GRAD_NAMES, inputs, grads, grads_ref):
+        assert g.dtype == t.dtype, name
+        assert_half_close(g, g_ref, dtype, name)
+    inputs = cast_inputs(scan_inputs(2, 2, 4, 4, 130), dtype)
+    exact = [t.detach().to('cpu', torch.float64).requires_grad_() for t in inputs]
+    dy = output_grad((2, 8, 130))
+    y_ref, grads_ref = run(lambda *a: selective_scan_ref(*a, delta_softplus=True), exact, dy)
+    y, grads = run(_plain(out_float=False), inputs, dy)
+    assert y.dtype == dtype
+    assert_half_close(y, y_ref, dtype, 'y')
+    for name, t, g, g_ref in zip(GRAD_NAMES, inputs, grads, grads_ref):
+        assert g.dtype == t.dtype, name
+        assert_half_close(g, g_ref, dtype, name)
+
+
+def test_strided_operands_as_the_model_passes_them():
+    """x a channels-last view of a conv output, B/C slices of one x_proj output, delta laid out route by route:
+    read in place (no copy), forward and all gradients."""
+    batch, dim, N, H, W, R = 2, 72, 2, 5, 7, 3
+    x, delta, A, B, C, D, bias = _scan_dominated_ss2d(batch, dim, N, H, W)
+    packed = torch.randn(batch, H, W, 4, R + 2 * N, dtype=torch.float64)
+    packed[..., R:R + N], packed[..., R + N:] = B, C
+    delta_routes = delta.permute(3, 0, 1, 2, 4).contiguous().permute(1, 2, 3, 0, 4)
+    x_cl = x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)
+    dy = output_grad((batch, H, W, dim))
+    y_ref, grads_ref = run(ss2d_scan_ref, cast_inputs([x, delta, A, B, C, D, bias], torch.float64, 'cpu'), dy)
+    f32 = [t.float() for t in (x_cl, delta_routes, A, packed, D, bias)]
+    x32, d32, A32, p32, D32, b32 = [t.requires_grad_() for t in f32]
+    B32, C32 = p32[..., R:R + N], p32[..., R + N:]
+    assert not B32.is_contiguous() and not d32.is_contiguous()
+    y = ss2d_selective_scan(x32, d32, A32, B32, C32, D32, b32, backend='numba')
+    grads = torch.autograd.grad(y, [x32, d32, A32, p32, D32, b32], dy.float())
+    assert_rel_close(y, y_ref, 1e-5, 'y')
+    dB, dC = grads[3][..., R:R + N], grads[3][..., R + N:]
+    for name, g, g_ref in zip(SS2D_GRAD_NAMES, [grads[0], grads[1], grads[2], dB, dC, grads[4], grads[5]], grads_ref):
+        assert_rel_close(g, g_ref, 1e-5, name)
+
+
+def _all_outputs(fn, inputs, dy):
+    y, grads = run(fn, inputs, dy)
+    return [y] + [g for g in grads if g is not None]
+
+
+@pytest.mark.parametrize('op', ['ss2d', 'plain'])
+def test_deterministic_and_thread_count_independent(op):
+    """Bitwise-equal outputs and gradients: run to run, and with 1 vs 2 threads (several batch elements, channel
+    blocks and backward chunks are reduced)."""
+    if op == 'ss2d':
+        inputs, fn, dy = cast_inputs(ss2d_inputs(2, 80, 2, 17, 23), torch.float32), _fused, output_grad((2, 17, 23, 80))
+    else:
+        inputs, fn, dy = cast_inputs(scan_inputs(2, 2, 70, 2, 600), torch.float32), _plain(), output_grad((2, 140, 600))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        first, second = _all_outputs(fn, inputs, dy), _all_outputs(fn, inputs, dy)
+        torch.set_num_threads(1)
+        single = _all_outputs(fn, inputs, dy)
+    finally:
+        torch.set_num_threads(threads)
+    for k, (a, b, c) in enumerate(zip(first, second, single)):
+        assert torch.equal(a, b), f'output {k} differs between two runs'
+        assert torch.equal(a, c), f'output {k} differs between 2 threads and 1'
+
+
+def test_forward_saves_nothing():
+    x, delta, A, B, C, D, bias = cast_inputs(ss2d_inputs(1, 3, 2, 3, 4), torch.float32)
+    with torch.no_grad():
+        y, saved = numba_scan.ss2d_fwd(x, delta, A, B, C, D, bias, True)
+        assert saved == () and y.shape == x.shape
+        u, dl, A2, B2, C2, D2, b2 = cast_inputs(scan_inputs(1, 2, 3, 2, 9), torch.float32)
+        y2, saved2 = numba_scan.scan_fwd(u, dl, A2, B2, C2, D2, b2, True, torch.float32)
+        assert saved2 == () and y2.shape == u.shape
+    assert numba_scan.ss2d_saved_like(x, delta, A, B, C) == () and numba_scan.scan_saved_like(u, dl, A2, B2, C2) == ()
+    grads = numba_scan.ss2d_bwd(x, delta, A, B, C, D, bias, True, torch.ones_like(y), None)
+    assert [tuple(g.shape) for g in grads] == [tuple(t.shape) for t in (x, delta, A, B, C, D, bias)]
+
+
+def test_float64_is_delegated_to_the_torch_backend():
+    inputs = cast_inputs(ss2d_inputs(1, 1, 1, 2, 3), torch.float64, 'cpu')
+    assert torch.autograd.gradcheck(_fused, inputs)
+    inputs = cast_inputs(scan_inputs(1, 1, 2, 2, 5), torch.float64, 'cpu')
+    assert torch.autograd.gradcheck(_plain(), inputs)
+
+
+def test_fp16_long_sequence_stays_finite():
+    """L = 66,000 (detection at stride 4; many backward chunks): fp32 state and output past the fp16 range."""
+    length, ch = 66_000, 2
+    u = torch.ones(1, ch, length, dtype=torch.float16)
+    delta = torch.full((1, ch, length), 3.0, dtype=torch.float16)
+    A = torch.full((ch, 1), -1e-8)
+    B = torch.ones(1, 1, 1, length, dtype=torch.float16)
+    C = torch.ones(1, 1, 1, length, dtype=torch.float16)
+    inputs = [t.requires_grad_() for t in (u, delta, A, B, C, torch.ones(ch), torch.zeros(ch))]
+    y = selective_scan(*inputs, delta_softplus=True, backend='numba')
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
+    expected = (length * torch.nn.functional.softplus(torch.tensor(3.0)) + 1.0).item()
+    assert abs(y[0, 0, -1].item() - expected) < 1e-2 * expected
+    grads = torch.autograd.grad(y.sum() * 1e-6, inputs)
+    for name, g in zip(GRAD_NAMES, grads):
+        assert torch.isfinite(g.float()).all(), name
+
+
+def test_default_cpu_backend_is_numba(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    assert resolve_backend(None, 'cpu') == 'numba'
+
+
+def _vectorised(fn):
+    @numba.njit
+    def apply(a, out):
+        for i in range(a.shape[0]):
+            out[i] = fn(a[i])
+    return apply
+
+
+def _ulp_error(got, ref):
+    spacing = np.spacing(np.abs(ref.astype(np.float32))).astype(np.float64)
+    return np.abs(got.astype(np.float64) - ref) / spacing
+
+
+@pytest.mark.parametrize('name,lo,hi,ref,max_ulp', [
+    ('fexp', -87.0, 88.0, np.exp, 1.5),
+    ('fexp2', -126.0, 127.0, np.exp2, 1.5),
+    ('flog1p', 0.0, 1.0, np.log1p, 1.5),
+    ('fsoftplus', -80.0, 30.0, lambda z: np.where(z > 20, z, np.log1p(np.exp(z))), 2.5),
+    ('fsigmoid', -80.0, 30.0, lambda z: np.where(z > 20, 1.0, 1 / (1 + np.exp(-z))), 3.0),
+])
+def test_transcendentals(name, lo, hi, ref, max_ulp):
+    """The polynomial exp / exp2 / log1p / softplus / sigmoid against float64 numpy, in fp32 ulps (measured:
+    1.26, 1.18, 1.41, 2.04, 2.40 ulp)."""
+    a = np.linspace(lo, hi, 400_001).astype(np.float32)
+    out = np.empty_like(a)
+    _vectorised(getattr(numba_scan, name))(a, out)
+    err = _ulp_error(out, ref(a.astype(np.float64)))
+    assert err.max() <= max_ulp, f'{name}: {err.max():.2f} ulp at {a[err.argmax()]}'
+
+
+def test_transcendental_edge_values():
+    f32 = np.float32
+    assert np.isnan(numba_scan.fexp(f32(np.nan))) and np.isnan(numba_scan.fsoftplus(f32(np.nan)))
+    assert 0 <= numba_scan.fexp(f32(-1000.0)) < 1.2e-38 and numba_scan.fexp(f32(0.0)) == 1.0
+    assert numba_scan.fexp2(f32(-1000.0)) < 1.2e-38 and numba_scan.fexp2(f32(3.0)) == 8.0
+    assert numba_scan.fsoftplus(f32(25.0)) == 25.0 and numba_scan.fsigmoid(f32(25.0)) == 1.0
+
+
+def _model_outputs(model, x, backend, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, backend)
+    model.zero_grad()
+    out = model(x)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'vanilla_small'])
+def test_model_numba_equals_torch(arch, monkeypatch):
+    """A whole model, forward and every parameter gradient, numba vs the torch backend, with weights for which
+    the scan dominates (no D skip, larger steps, larger x_proj)."""
+    from vmamba.models import VSSM
+    from vmamba.models.variants import ARCH_SETTINGS
+    if arch == 'vanilla_small':  # the vanilla design (d_state 16, gate) at one block per stage, width 32
+        arch = {k: v for k, v in ARCH_SETTINGS['vanilla_tiny'].items() if k != 'checkpoint'}
+        arch.update(dims=32, depths=(1, 1, 1, 1))
+    torch.manual_seed(0)
+    model = VSSM(arch=arch, num_classes=10, drop_path_rate=0.0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('Ds'):
+                p.zero_()
+            elif name.endswith('dt_projs_bias'):
+                p.fill_(0.5)
+            elif name.endswith('x_proj_weight'):
+                p.mul_(3.0)
+    x = torch.randn(1, 3, 32, 32)
+    out_t, grads_t = _model_outputs(model, x, 'torch', monkeypatch)
+    out_n, grads_n = _model_outputs(model, x, 'numba', monkeypatch)
+    assert out_t.abs().max() > 0.1
+    torch.testing.assert_close(out_n, out_t, rtol=1e-4, atol=1e-4)
+    assert grads_n.keys() == grads_t.keys() and len(grads_t) > 30
+    for name, g in grads_t.items():
+        scale = g.abs().max().item()
+        err = (grads_n[name] - g).abs().max().item()
+        assert err <= 1e-3 * scale + 1e-6, f'{name}: {err:.2e} vs max |grad| {scale:.2e}'
