@@ -43,23 +43,31 @@ def test_channels_last_weights_give_the_contiguous_weights_results():
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_blocked_mlp_inference_equals_one_piece():
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_blocked_mlp_inference_equals_one_piece(one_thread):
     torch.manual_seed(0)
     mlp = Mlp(16, 64)
     x = torch.randn(2, 9, 11, 16)
     with torch.no_grad():
         whole = mlp(x)  # 198 positions: one piece at the default sizes
         mlp.blocked_above = 0
-        mlp.block_elems = 64 * 7 // torch.get_num_threads()  # ~7 positions a block, the last one partial
+        mlp.block_elems = 64 * 7  # 7 positions a block, the last one partial
         blocked = mlp(x)
     torch.testing.assert_close(blocked, whole, rtol=1e-6, atol=1e-6)
     assert blocked.shape == x.shape
 
 
 @pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.jit.trace's deprecation notice
-def test_blocked_mlp_is_inference_only():
+def test_blocked_mlp_is_single_threaded_inference_only(one_thread):
     mlp = Mlp(16, 64)
-    mlp.blocked_above, mlp.block_elems = 0, 64  # one position a block and thread
+    mlp.blocked_above, mlp.block_elems = 0, 64  # one position a block
     calls = []
     mlp.fc1.register_forward_hook(lambda *args: calls.append(1))
     x = torch.randn(1, 4, 4, 16)
@@ -67,7 +75,11 @@ def test_blocked_mlp_is_inference_only():
     assert len(calls) == 1 and mlp.fc1.weight.grad is not None
     with torch.no_grad():
         mlp(x)
-    assert len(calls) == 1 + -(-16 // torch.get_num_threads())
+        assert len(calls) == 1 + 16
+        torch.set_num_threads(2)
+        mlp(x)
+        assert len(calls) == 1 + 16 + 1
+        torch.set_num_threads(1)
     with torch.no_grad():  # a trace (FLOP counters, ONNX) is one piece, so it holds for any size
         traced = torch.jit.trace(mlp.eval(), x, check_trace=False)
         y = torch.randn(1, 8, 8, 16)

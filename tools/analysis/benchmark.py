@@ -13,11 +13,14 @@ synthetic, so no dataset is needed; detectors and segmentors get synthetic boxes
     python tools/analysis/benchmark.py tiny --device cpu --batch 8 --warmup 2 --iters 5 --out bench.json
     # CPU, one thread, VMamba-T and vanilla-T against Swin-T (tools/analysis/profile_cpu.py says where time goes)
     python tools/analysis/benchmark.py tiny vanilla_tiny --device cpu --threads 1 --batch 8 --modes inference
+    # eager against torch.compile (Inductor), interleaved
+    python tools/analysis/benchmark.py tiny --device cpu --compile --interleave --compare none
 
 The Swin-T baseline matches the task of the first model (mmpretrain Swin-T, mmdet Swin-T Mask R-CNN or mmseg
 Swin-T UperNet); ``--compare`` names others, ``--compare none`` skips it.
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -56,6 +59,9 @@ def parse_args(argv=None):
                         help='time the models round-robin, one step of each per round, and report each one\'s '
                              'fastest step (no memory figure): on a shared machine, load changes then hit every '
                              'model alike, so the ratios hold')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time each named model under torch.compile (Inductor; the first warm-up step '
+                             'compiles), reported as "<model> (compiled)" beside the eager one')
     parser.add_argument('--out', help='write the measurements as JSON to this file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys (key=value)')
     args = parser.parse_args(argv)
@@ -189,8 +195,16 @@ def main(argv=None):
     def batch_of(subject):
         return args.batch or DEFAULT_BATCH[subject.task][0 if on_gpu else 1]
 
-    for i, spec in enumerate([] if args.interleave else specs):
+    def subjects_of(i, spec):
+        """The subject of ``spec`` (the first is already built), and with --compile its compiled twin."""
         subject = first if i == 0 else build(spec)
+        if not (args.compile and i < len(args.models)):
+            return [subject]
+        twin = copy.copy(subject)
+        twin.model, twin.name = torch.compile(subject.model), f'{subject.name} (compiled)'
+        return [subject, twin]
+
+    for subject in (s for i, spec in enumerate([] if args.interleave else specs) for s in subjects_of(i, spec)):
         (height, width), batch = shape_of(subject), batch_of(subject)
         for mode in args.modes:
             # Inference in float32 as the paper's "TP"; training under autocast as its "Train TP".
@@ -205,7 +219,7 @@ def main(argv=None):
             torch.cuda.empty_cache()
 
     if args.interleave:
-        subjects = [first] + [build(spec) for spec in specs[1:]]
+        subjects = [s for i, spec in enumerate(specs) for s in subjects_of(i, spec)]
         timings = measure_interleaved(subjects, args.modes, batch_of, shape_of, warmup, iters, args.amp)
         for t in timings:
             print(f'{t.model} {t.mode}: {t.images_per_s:.2f} img/s ({t.dtype}, batch {t.batch}, '

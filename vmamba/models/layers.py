@@ -64,15 +64,16 @@ class DropPath(nn.Module):
 class Mlp(nn.Module):
     """fc1 -> GELU -> fc2, on channels-last maps.
 
-    CPU inference on a large input (more than :attr:`blocked_above` hidden values, 8 MB in fp32) runs it in blocks
-    of positions (:attr:`block_elems` hidden values per thread, 1 MB), so that the 4x wider hidden activations stay
-    in cache instead of going to memory and back, and are never allocated for the whole map. Each position goes
-    through the same products and GELU as in one piece (equal up to fp32 round-off; bitwise in the tests).
-    Training, GPUs and traced/compiled graphs take the one-piece path.
+    Single-threaded CPU inference on a large input (more than :attr:`blocked_above` hidden values, 8 MB in fp32)
+    runs it in blocks of positions (:attr:`block_elems` hidden values, 1 MB), so that the 4x wider hidden
+    activations stay in cache instead of going to memory and back, and are never allocated for the whole map.
+    Each position goes through the same products and GELU as in one piece (equal up to fp32 round-off; bitwise in
+    the tests). With more threads the blocks' many short parallel regions stall whenever another process holds a
+    core (2x slower on a loaded 2-core machine), so training, multi-threaded inference, GPUs and traced/compiled
+    graphs take the one-piece path.
     """
 
-    #: Hidden activations per block and thread in blocked CPU inference (the best of 2^18..2^22 on a 2-core
-    #: EPYC with 512 KB L2 per core, at 1 and 2 threads).
+    #: Hidden activations per block in blocked CPU inference (the best of 2^17..2^20 on an EPYC with 512 KB L2).
     block_elems = 2 ** 18
     #: Inputs whose hidden activations are smaller than this stay in one piece (they fit the last-level cache).
     blocked_above = 2 ** 21
@@ -89,7 +90,7 @@ class Mlp(nn.Module):
         hidden = self.fc1.out_features
         if x.shape[:-1].numel() * hidden <= self.blocked_above:
             return self.fc2(self.act(self.fc1(x)))
-        rows = max(1, self.block_elems * torch.get_num_threads() // hidden)
+        rows = max(1, self.block_elems // hidden)
         flat, out = x.reshape(-1, x.shape[-1]), None
         for i in range(0, flat.shape[0], rows):
             y = self.fc2(self.act(self.fc1(flat[i:i + rows])))
@@ -100,10 +101,10 @@ class Mlp(nn.Module):
 
 
 def _blocked_inference(x):
-    """Whether an op may loop over blocks of ``x``: eager CPU inference (no autograd graph, no jit trace, no
-    torch.compile / torch.export, where a Python loop would be unrolled into the graph)."""
+    """Whether an op may loop over blocks of ``x``: eager single-threaded CPU inference (no autograd graph, no jit
+    trace, no torch.compile / torch.export, where a Python loop would be unrolled into the graph)."""
     return (x.device.type == 'cpu' and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-            and not torch.compiler.is_compiling())
+            and not torch.compiler.is_compiling() and torch.get_num_threads() == 1)
 
 
 class _PadToMultiple(nn.Sequential):
