@@ -68,7 +68,8 @@ def test_ss2d_scan_dominated_inputs():
     exact = cast_inputs(raw, torch.float64, 'cpu')
     dy = output_grad((2, 11, 13, 24))
     y_ref, grads_ref = run(ss2d_scan_ref, exact, dy)
-    no_scan = ss2d_scan_ref(*[t.detach() for t in exact[:3]], torch.zeros_like(exact[3]), *[t.detach() for t in exact[4:]])
+    plain = [t.detach() for t in exact]
+    no_scan = ss2d_scan_ref(*plain[:3], torch.zeros_like(plain[3]), *plain[4:])  # B = 0: only the D skip
     assert (y_ref - no_scan).abs().max() > 0.5 * y_ref.abs().max()  # the scan is most of the output
     y, grads = run(_fused, cast_inputs(raw, torch.float32), dy)
     assert_rel_close(y, y_ref, 1e-5, 'y')
