@@ -6,7 +6,7 @@ fresh initialisation the skip dominates and a graph that lost the scan would sti
 import pytest
 import torch
 
-from vmamba.deploy.export import count_ss2d, stress_weights
+from vmamba.deploy.weights import count_ss2d, stress_weights
 from vmamba.deploy.torch_export import MIN_SIDE, export_model, scan_nodes
 from vmamba.models import VMamba, VSSM
 

@@ -6,21 +6,9 @@ import pytest
 import torch
 
 from ops_testlib import DEVICE
+from vmamba.deploy.weights import stress_weights
 from vmamba.models import VSSM
 from vmamba.models.variants import ARCH_SETTINGS
-
-
-def _scan_dominated(model):
-    """Weights for which a wrong or missing scan shows: no D skip, larger steps, larger x_proj."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith('Ds'):
-                p.zero_()
-            elif name.endswith('dt_projs_bias'):
-                p.fill_(0.5)
-            elif name.endswith('x_proj_weight'):
-                p.mul_(3.0)
-    return model
 
 
 def _run(model, x, backend, monkeypatch):
@@ -38,7 +26,7 @@ VANILLA_SMALL.update(dims=32, depths=(1, 1, 1, 1))
 @pytest.mark.parametrize('arch', ['tiny', VANILLA_SMALL], ids=['tiny', 'vanilla_design'])
 def test_model_triton_equals_torch(arch, monkeypatch):
     torch.manual_seed(0)
-    model = _scan_dominated(VSSM(arch=arch, num_classes=10, drop_path_rate=0.0)).to(DEVICE)
+    model = stress_weights(VSSM(arch=arch, num_classes=10, drop_path_rate=0.0)).to(DEVICE)
     x = torch.randn(1, 3, 32, 32, device=DEVICE)
     out_t, grads_t = _run(model, x, 'torch', monkeypatch)
     out_k, grads_k = _run(model, x, 'triton', monkeypatch)

@@ -280,21 +280,14 @@ def _model_outputs(model, x, backend, monkeypatch):
 def test_model_numba_equals_torch(arch, monkeypatch):
     """A whole model, forward and every parameter gradient, numba vs the torch backend, with weights for which
     the scan dominates (no D skip, larger steps, larger x_proj)."""
+    from vmamba.deploy.weights import stress_weights
     from vmamba.models import VSSM
     from vmamba.models.variants import ARCH_SETTINGS
     if arch == 'vanilla_small':  # the vanilla design (d_state 16, gate) at one block per stage, width 32
         arch = {k: v for k, v in ARCH_SETTINGS['vanilla_tiny'].items() if k != 'checkpoint'}
         arch.update(dims=32, depths=(1, 1, 1, 1))
     torch.manual_seed(0)
-    model = VSSM(arch=arch, num_classes=10, drop_path_rate=0.0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith('Ds'):
-                p.zero_()
-            elif name.endswith('dt_projs_bias'):
-                p.fill_(0.5)
-            elif name.endswith('x_proj_weight'):
-                p.mul_(3.0)
+    model = stress_weights(VSSM(arch=arch, num_classes=10, drop_path_rate=0.0))
     x = torch.randn(1, 3, 32, 32)
     out_t, grads_t = _model_outputs(model, x, 'torch', monkeypatch)
     out_n, grads_n = _model_outputs(model, x, 'numba', monkeypatch)

@@ -32,6 +32,8 @@ import torch
 
 from vmamba.tasks.common import ToolError
 
+from .weights import count_ss2d, stress_weights
+
 try:
     from . import onnx_scan
 except ImportError:  # onnx missing: require_onnx() says so before anything needs the lowering
@@ -141,29 +143,6 @@ def _load(model, path, key, kind, load_official_weights, load_pretrained):
         load_official_weights(model, state, prefix=prefix)
     else:
         load_pretrained(model, state, prefix=prefix)
-
-
-@torch.no_grad()
-def stress_weights(model):
-    """Weights for which the output depends on the scan (in place; returns ``model``).
-
-    Freshly initialised, an SS2D's output is dominated by its ``D * x`` skip, so a file that dropped the scan
-    would still match eager PyTorch closely. Here every ``Ds`` is 0 (no skip), ``dt_projs_bias`` 0.5 (steps
-    Δ ~ softplus(0.5) ~ 1: long memory) and ``x_proj_weight`` tripled (larger B, C and Δ).
-    """
-    from vmamba.models import SS2D
-    for m in model.modules():
-        if isinstance(m, SS2D):
-            m.Ds.zero_()
-            m.dt_projs_bias.fill_(0.5)
-            m.x_proj_weight.mul_(3.0)
-    return model
-
-
-def count_ss2d(model):
-    """Number of SS2D modules: each calls the scan exactly once per forward."""
-    from vmamba.models import SS2D
-    return sum(isinstance(m, SS2D) for m in model.modules())
 
 
 def example_input(model, batch, shape, seed=0):
