@@ -9,7 +9,12 @@ and samples at random, so the test pins them without changing what is computed:
   colour negative of the first), so anchor assignment, and hence the RPN normaliser, is the same;
 * the RPN and R-CNN samplers take every candidate (``num`` larger than the candidates), so nothing is
   random; proposals are a fixed count (no NMS suppression, ``max_per_img``), and the R-CNN assigner
-  counts only the ground-truth boxes (added as proposals) as positives; drop-path and flips are off.
+  counts only the ground-truth boxes (added as proposals) as positives; drop-path and flips are off;
+* the heads use GELU instead of ReLU (tests/tools/grad_probe.py: SmoothMaskRCNN, SmoothRPNHead), so that the
+  gradient is a continuous function of the activations. With ReLU, the ~6e5 head pre-activations per image
+  include a few within fp32 round-off (~2e-6) of zero; batch 1 and batch 2 round differently, so such an
+  element can be active in one run and not in the other, and each one moved the backbone and neck gradients
+  by ~5e-4 relative (1-3 per image, all in the mask head: 1.5e-3 in all, with the masks pinned 2e-6).
 The images still differ, so each rank computes a different loss and its gradient is only right if DDP
 averages them.
 """
@@ -70,6 +75,7 @@ train_dataloader = dict(
 val_dataloader = val_cfg = val_evaluator = None
 test_dataloader = test_cfg = test_evaluator = None
 model = dict(
+    type='SmoothMaskRCNN', rpn_head=dict(type='SmoothRPNHead'),
     backbone=dict(drop_path_rate=0.0),
     train_cfg=dict(
         rpn=dict(sampler=dict(num=100000)),
@@ -147,7 +153,6 @@ def test_gradients_match_after_one_step(runs):
     for name, ref in single.items():
         scale = ref.norm().item() + 1e-12
         assert (grads0[name] - grads1[name]).norm().item() <= 1e-6 * scale, f'ranks disagree on {name}'
-        # 3e-3, was 2e-4: the stem convs' weight gradients (sums over every position of both images) now differ by
-        # up to 1.1e-3 relative between DDP and batch 2 (after the custom-op scan and the channels_last conv
-        # weights; each alone gives 0.8-1.0e-3). Cause not pinned down: see the closing note of issues 14/15.
-        assert (grads0[name] - ref).norm().item() <= 3e-3 * scale, f'DDP vs batch-2 gradient of {name}'
+        # fp32 round-off of batch 1 vs batch 2 is ~3e-6 relative here; 2e-4 leaves room for other machines and
+        # thread counts. (With ReLU heads it was ~1e-3: see the module docstring.)
+        assert (grads0[name] - ref).norm().item() <= 2e-4 * scale, f'DDP vs batch-2 gradient of {name}'
