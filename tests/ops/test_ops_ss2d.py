@@ -140,14 +140,24 @@ def test_triton_gpu_chunk_length(monkeypatch, case):
         assert_rel_close(g, g_ref, 1e-5, name)
 
 
-def test_triton_one_chunk_per_program(monkeypatch):
-    """The GPU launch geometry: every program one chunk (the interpreter runs few, long programs), so per-program
-    partial sums of dA, dD and d(delta_bias) are combined across many programs."""
+@pytest.mark.parametrize('fwd_cpp,bwd_want,d_state', [(1, 1, 1), (3, 5, 2), (2, 10 ** 6, 1)],
+                         ids=['one_chunk_per_segment', 'bwd_segment_of_two', 'bwd_one_segment'])
+def test_triton_segment_geometry(monkeypatch, fwd_cpp, bwd_want, d_state):
+    """The GPU launch geometry: each sequence cut into segments of a few chunks (the interpreter runs one
+    segment per sequence), with a segment carry between them, a short last segment, backward segments made of
+    whole forward segments (3 chunks forward, 6 backward) or one backward segment over several forward ones;
+    the per-program partial sums of dA, dD and d(delta_bias) are combined across the programs. N = 1 carries
+    its states in registers, N = 2 in scratch memory."""
     from vmamba.ops import triton_ss2d
-    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 1)
-    monkeypatch.setattr(triton_ss2d, 'PARTIALS_FRACTION', 1e9)
+    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: fwd_cpp)
+    monkeypatch.setattr(triton_ss2d, 'bwd_chunks_per_program', lambda n_chunks, *args: min(bwd_want, n_chunks))
     monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
-    case = (2, 3, 2, 5, 7)
+    case = (2, 3, d_state, 5, 13)  # L = 65: 9 chunks, the last one partial
+    x = torch.zeros(case[0], case[3], case[4], case[1])
+    A = torch.zeros(4 * case[1], case[2])
+    plan = triton_ss2d._Plan(x, A)
+    assert plan.n_chunks == 9 and plan.n_segs == -(-9 // fwd_cpp) > 1
+    assert plan.bwd_cpp % fwd_cpp == 0 or plan.n_bsegs == 1
     y_ref, grads_ref = ss2d_reference(case)
     y, grads = run(_fused('triton'), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
     assert_rel_close(y, y_ref, 1e-5, 'y')

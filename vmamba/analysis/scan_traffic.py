@@ -9,7 +9,7 @@ included. Against it stands the ideal of the fused op: each operand read once, e
 * backward: x, delta, B, C, dy (fp32) read; dx, d delta, dB, dC written in their inputs' dtypes.
 
 ``backward_extra_memory`` is what the backward allocates beyond its outputs (its workspaces), and
-``saved_memory`` what the forward keeps for it (chunk-entry states and decay sums).
+``saved_memory`` what the forward keeps for it (chunk- and segment-entry states).
 """
 import math
 
@@ -29,13 +29,14 @@ def sectors(nbytes, offset=0):
 
 
 class _Shape:
-    def __init__(self, batch, H, W, D, N, in_size):
+    def __init__(self, batch, H, W, D, N, in_size, sm=132):
         self.batch, self.H, self.W, self.D, self.N, self.s = batch, H, W, D, N, in_size
         self.L = H * W
         self.BT, self.BD, self.VEC, self.warps = T.tile_config(D)
         _, self.bBD, _, self.bwarps = T.tile_config(D, backward=True)
         self.n_chunks = -(-self.L // self.BT)
         self.rows = [min(self.BT, self.L - c * self.BT) for c in range(self.n_chunks)]  # valid rows per chunk
+        self.cpp, self.n_segs, _, self.bwd_cpp, self.n_bsegs = T.segments(batch, self.L, D, N, in_size, sm)
 
     def blocks(self, bd):
         """Valid channels of each channel block."""
@@ -48,28 +49,53 @@ def _tile_sectors(sh, bd, elem):
     return per_row * sum(sh.rows)
 
 
+def _state_vectors(sh, bd, N, count):
+    """Sectors of ``count`` [BD] fp32 loads or stores per state of a (..., N, D) array, over the blocks."""
+    return count * N * sum(sectors(c * 4) for c in sh.blocks(bd))
+
+
+def _state_tiles(sh, bd, N, count):
+    """Sectors of ``count`` [N, BD] fp32 tiles of a (..., N, D) array (N runs of BD floats), over the blocks."""
+    return _state_vectors(sh, bd, N, count)
+
+
 def fused_traffic(batch, H, W, D, N, in_size):
     """Bytes requested by the fused op's kernels: {'forward': ..., 'backward': ...}, per the module docstring."""
     sh = _Shape(batch, H, W, D, N, in_size)
     s, L, nc = in_size, sh.L, sh.n_chunks
+    two, btwo = sh.n_segs > 1, sh.n_bsegs > 1
     rows = sum(sh.rows)  # = L
     fwd_blocks = len(sh.blocks(sh.BD))
     tile_in = _tile_sectors(sh, sh.BD, s)        # one half/fp32 input tile over the pair's sequence
-    tile_f32 = _tile_sectors(sh, sh.BD, 4)       # one fp32 tile (y)
+    tile_f32 = _tile_sectors(sh, sh.BD, 4)       # one fp32 tile (y, dy)
     vec_f32 = sum(sectors(c * 4) for c in sh.blocks(sh.BD)) * nc  # one [BD] fp32 vector per chunk
     scalar_rows = rows * fwd_blocks * sh.warps   # one sector per row per scalar load, per warp
-    per_pair = {}
-    # forward, per pair: summary (x, 2 deltas, 2 B per state; 2 S per state + 2 decay sums), main (x, 2 deltas,
-    # B and C of both routes per state, 2 entries per state, y store; the column pair also loads y)
-    summary = 3 * tile_in + 2 * N * scalar_rows + 2 * N * vec_f32 + 2 * vec_f32
-    main = 3 * tile_in + 4 * N * scalar_rows + 2 * N * vec_f32 + tile_f32
-    per_pair['forward'] = 2 * (summary + main) + tile_f32  # + the column pair's read of y
-    # carry: per (chunk, route) read S (D*N) and the decay sums (D), write the entries (D*N); 4 routes
-    carry = 4 * nc * (2 * sectors(D * N * 4) + sectors(D * 4))
-    fwd = (per_pair['forward'] + carry) * batch
-    # backward, per pair: summary (dy fp32, 2 deltas, 2 C per state; 2 q-entries per state); main per channel
-    # block: x, dy, 2 deltas, B and C of both routes, A/E/Q per state, 2 d delta stores, dx store (the column
-    # pair also loads it), dB/dC of both routes per row (loaded again for the second and later blocks)
+    # forward, per pair. Summary (bottom-up): x, the reverse delta, B per state, the [N, BD] entry store per
+    # chunk; with several segments also the forward delta and B and the segment stores (2 states, 3 sums).
+    summary = 2 * tile_in + N * scalar_rows + _state_vectors(sh, sh.BD, N, nc)
+    if two:
+        summary += tile_in + N * scalar_rows + sh.n_segs * (_state_tiles(sh, sh.BD, N, 2) + 3 * vec_f32 // nc)
+    # main (top-down): x, both deltas, B/C of both routes per state (A is loaded once per program for N = 1,
+    # per chunk and state otherwise), the reverse entries per state (stored back exact when there are several
+    # segments, which also load 2 segment entries and 2 sums per program), y; the column pair also loads y
+    main = 3 * tile_in + 4 * N * scalar_rows + _state_vectors(sh, sh.BD, N, nc) + tile_f32
+    if N > 1:
+        main += 2 * _state_vectors(sh, sh.BD, N, nc)
+    if two:
+        main += _state_vectors(sh, sh.BD, N, nc) + sh.n_segs * (_state_tiles(sh, sh.BD, N, 2) + 2 * vec_f32 // nc)
+    fwd_pairs = 2 * (summary + main) + tile_f32
+    # carry over segments: per (segment, route) read S (D*N) and the decay sums (D), write the entries (D*N)
+    carry = lambda n: 4 * n * (2 * sectors(D * N * 4) + sectors(D * 4))  # noqa: E731
+    fwd = (fwd_pairs + (carry(sh.n_segs) if two else 0)) * batch
+    # backward, per pair. Summary (bottom-up, forward channel blocks): dy (fp32), the forward delta, C per
+    # state, the adjoint entry store per chunk and state; with several segments also the reverse delta and C
+    # and the segment stores (2 states, 3 sums).
+    bsummary = tile_f32 + tile_in + N * scalar_rows + _state_vectors(sh, sh.BD, N, nc)
+    if btwo:
+        bsummary += tile_in + N * scalar_rows + sh.n_bsegs * (_state_tiles(sh, sh.BD, N, 2) + 3 * vec_f32 // nc)
+    # main per channel block: x, dy, both deltas, B and C of both routes, the entry of both routes per state
+    # (and A, for N > 1), the two d delta stores, the dx store (the column pair also loads it), dB/dC of both
+    # routes per row (loaded again for the second and later blocks); per program the segment entries and sums
     b_blocks = sh.blocks(sh.bBD)
     btile_in = _tile_sectors(sh, sh.bBD, s)
     btile_f32 = _tile_sectors(sh, sh.bBD, 4)
@@ -77,17 +103,18 @@ def fused_traffic(batch, H, W, D, N, in_size):
     bscalar = rows * len(b_blocks) * sh.bwarps
     acc = s if len(b_blocks) == 1 else 4
     bc_row = sectors(N * acc) * rows
-    bsummary = tile_f32 + 2 * tile_in + 2 * N * scalar_rows + 2 * N * vec_f32
-    bmain = (btile_in + btile_f32 + 2 * btile_in      # x, dy (fp32), the two routes' deltas
-             + 4 * N * bscalar + 6 * N * bvec          # B, C per route and state; A, E, Q per route and state
-             + 3 * btile_in                            # the two d delta stores, the dx store
-             + 2 * 2 * bc_row * len(b_blocks)          # dB, dC of both routes, stored per block
-             + 2 * 2 * bc_row * (len(b_blocks) - 1))   # ... and reloaded by the later blocks
-    bwd_pairs = 2 * (bsummary + bmain) + btile_in       # + the column pair's read of dx
-    progs = -(-nc // T.bwd_chunks_per_program(nc, batch, L, D, N, in_size, 132))
+    bmain = (btile_in + btile_f32 + 2 * btile_in          # x, dy (fp32), the two routes' deltas
+             + 4 * N * bscalar                            # B, C per route and state
+             + 2 * _state_vectors(sh, sh.bBD, N, nc) * (2 if N > 1 else 1)  # the entries (and A) of both routes
+             + 3 * btile_in                               # the two d delta stores, the dx store
+             + 2 * 2 * bc_row * len(b_blocks)             # dB, dC of both routes, stored per block
+             + 2 * 2 * bc_row * (len(b_blocks) - 1))      # ... and reloaded by the later blocks
+    bmain += sh.n_bsegs * (_state_tiles(sh, sh.bBD, N, 3 if btwo else 1) + (2 * bvec // nc if btwo else 0))
+    bwd_pairs = 2 * (bsummary + bmain) + btile_in          # + the column pair's read of dx
+    progs = sh.n_bsegs
     partials = batch * progs * (4 * D * N + 4 * D + D) * 4 * 2  # written by the kernels, read by torch.sum
     cast_bc = 0 if acc == s else 2 * batch * L * 4 * N * (4 + s)  # fp32 dB/dC accumulators -> B's dtype
-    bwd = (bwd_pairs + carry) * batch * SECTOR + partials + cast_bc
+    bwd = (bwd_pairs + (carry(sh.n_bsegs) if btwo else 0)) * batch * SECTOR + partials + cast_bc
     return {'forward': fwd * SECTOR, 'backward': bwd}
 
 
@@ -106,21 +133,26 @@ def input_bytes(batch, H, W, D, N, in_size):
 
 
 def backward_extra_memory(batch, H, W, D, N, in_size):
-    """Bytes the backward allocates beyond its outputs: adjoint entries, per-program partial sums and, when the
-    channels span several blocks and B/C are half precision, fp32 dB/dC accumulators."""
+    """Bytes the backward allocates beyond its outputs: the forward routes' adjoint chunk entries, with several
+    segments the segment summaries, for N > 1 the carried values' scratch, per-program partial sums and, when
+    the channels span several blocks and B/C are half precision, fp32 dB/dC accumulators."""
     sh = _Shape(batch, H, W, D, N, in_size)
-    adjoints = batch * sh.n_chunks * 4 * D * N * 4
-    progs = -(-sh.n_chunks // T.bwd_chunks_per_program(sh.n_chunks, batch, sh.L, D, N, in_size, 132))
-    partials = batch * progs * (4 * D * N + 4 * D + D) * 4
+    adjoints = batch * sh.n_chunks * 2 * D * N * 4
+    if sh.n_bsegs > 1:  # segment summaries (states, decay sums and compensations)
+        adjoints += batch * sh.n_bsegs * (4 * D * (N + 1) + 2 * D) * 4
+    if N > 1:  # the scratch rows of the carried values
+        adjoints += batch * sh.n_bsegs * 2 * D * N * 4
+    partials = batch * sh.n_bsegs * (4 * D * N + 4 * D + D) * 4
     blocks = len(sh.blocks(sh.bBD))
     acc = 0 if (blocks == 1 or in_size == 4) else 2 * batch * sh.L * 4 * N * 4
     return adjoints + partials + acc
 
 
 def saved_memory(batch, H, W, D, N):
-    """Bytes the forward saves for the backward besides its inputs: chunk-entry states and decay sums."""
+    """Bytes the forward saves for the backward besides its inputs: the reverse routes' chunk-entry states and
+    every route's segment-entry states."""
     sh = _Shape(batch, H, W, D, N, 2)
-    return batch * sh.n_chunks * 4 * D * (N + 1) * 4
+    return batch * (sh.n_chunks * 2 + sh.n_segs * 4) * D * N * 4
 
 
 def traffic_records(shapes, in_size=2):

@@ -170,12 +170,15 @@ def _fused_launches(batch, H, W, D, N):
     row = 4 * (R + 2 * N)  # B/C are views of the x_proj output (batch, H, W, 4, R + 2N)
     n_chunks = -(-L // BT)
     sm = 132
-    cpp = T._chunks_per_program(n_chunks, batch * -(-D // BD), sm)
-    bwd_cpp = T.bwd_chunks_per_program(n_chunks, batch, L, D, N, 2, sm)
-    ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=n_chunks, chunks_per_prog=cpp, n_blocks=-(-D // bBD),
+    cpp, n_segs, fsegs_per_seg, bwd_cpp, n_bsegs = T.segments(batch, L, D, N, 2, sm)
+    ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=n_chunks, chunks_per_prog=cpp, n_segs=n_segs,
+                n_blocks=-(-D // bBD), n_fsegs=n_segs, fsegs_per_seg=fsegs_per_seg,
                 sxb=L * D, sxp=D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
                 sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D, syp=D)
-    flags = dict(HAS_BIAS=True, SOFTPLUS=True, BT=BT)
+    BN = triton.next_power_of_2(N)
+    flags = dict(HAS_BIAS=True, SOFTPLUS=True, BT=BT, BN=BN, TWO_LEVEL=n_segs > 1)
+    bflags = dict(flags, TWO_LEVEL=n_bsegs > 1)
+    bints = dict(ints, chunks_per_prog=bwd_cpp, n_segs=n_bsegs)
     out = []
     for pair in (0, 1):
         out.append((f'fwd_summary[pair{pair}]', T._fwd_summary_kernel, dict(PAIR=pair, BD=BD, VEC=VEC, **flags),
@@ -186,12 +189,11 @@ def _fused_launches(batch, H, W, D, N):
         out.append((f'fwd_main[pair{pair}]', T._fwd_kernel, dict(PAIR=pair, HAS_D=True, BD=BD, VEC=VEC, **flags),
                     ints, warps, BT * VEC * 2, 'forward'))
     for pair in (0, 1):
-        out.append((f'bwd_summary[pair{pair}]', T._bwd_summary_kernel, dict(PAIR=pair, BD=BD, VEC=VEC, **flags),
-                    ints, warps, BT * VEC * 2, 'backward'))
-    bints = dict(ints, chunks_per_prog=bwd_cpp)
+        out.append((f'bwd_summary[pair{pair}]', T._bwd_summary_kernel, dict(PAIR=pair, BD=BD, VEC=VEC, **bflags),
+                    bints, warps, BT * VEC * 2, 'backward'))
     for pair in (0, 1):
         out.append((f'bwd_main[pair{pair}]', T._bwd_kernel,
-                    dict(PAIR=pair, HAS_D=True, BD=bBD, VEC=bVEC, BN=triton.next_power_of_2(N), **flags),
+                    dict(PAIR=pair, HAS_D=True, BD=bBD, VEC=bVEC, FWD_TWO_LEVEL=n_segs > 1, **bflags),
                     bints, bwarps, BT * bVEC * 2, 'backward'))
     return out
 

@@ -19,20 +19,34 @@ Design
   recurrence in registers (no shuffles, no shared memory), and folding a carried state into the first/last row
   or reading the chunk-end state are register picks. Every position of every route is a contiguous vector of
   channels, whatever the route's direction.
-* **Chunk-parallel with a carry pass.** Each pass over the data is three launches: (1) every chunk's local
-  summary (its decay sum and its end state from a zero start) for both routes of each pair, (2) a carry kernel
-  that turns the summaries into every chunk's entry state, sequentially over chunks but in blocks of ``CB``
-  chunks per memory round trip, (3) the main kernel, in which every chunk is independent. A batch of one or
-  two detection images (L ~ 66,000) thus has as many programs as batch 128 at 224^2.
+* **Segments walked sequentially, a carry pass between them.** Each pair's sequence is cut into segments of
+  ``cpp`` chunks, one program per (segment, channel block, image), as many as fill the device (one segment per
+  sequence when the batch alone fills it; a batch of one or two detection images, L ~ 67,000, gets as many
+  programs as batch 128 at 224^2). A program walks its chunks in order and carries the state of the route that
+  runs its way in registers from chunk to chunk, so that route needs no stored chunk states at all. The other
+  route needs the state entering each chunk from the far side: a summary launch walks the segment the other way
+  first and stores it (from a zero start at the segment's end). With several segments, the summary launch also
+  writes each segment's summary (decay sum, end state from a zero start) for both routes, a carry kernel turns
+  them into segment entry states (sequentially over segments, ``CB`` per memory round trip), and the main
+  launch starts the carried route from its segment entry and makes every stored entry exact with one
+  multiply-add: E += exp(A * sum(delta below the chunk)) * E_segment. The decay sum below a chunk is the
+  segment's total minus the running sum above it, both compensated (:func:`_sum_add`), so no per-chunk array of
+  decay sums is needed. The forward saves only the reverse routes' chunk entries and all routes' segment
+  entries.
+* **Carried values** (:func:`_carried`) live in registers for N = 1; for larger N (N registers per channel and
+  value would spill) in a per-program scratch row, read and written state by state.
 * **The merge.** The row-pair programs write y; the column-pair launch, ordered after it, adds its two routes
   to y. No atomics, and the sum order is fixed: y = ((D x + y_0 + y_2) + y_1 + y_3) bit for bit on every run.
-* **Backward.** The same three launches for the adjoint ``q = a * dL/dh`` (which obeys the same kind of
-  recurrence as the state, so the forward's decay sums serve its carry), then one main kernel per pair that
-  recomputes both routes' states from their saved chunk-entry states, scans both adjoints from their entries and
-  forms every gradient in registers. The main kernel loops over the channel blocks itself, so dB and dC are
-  summed over channels inside the program (no workspace that grows with channel blocks x N x L); dx of the
-  column pair is added to the row pair's. dA, dD and d(delta_bias) are summed per program and reduced on the
-  host in a fixed order. Deterministic, no atomics.
+* **Backward.** The same structure for the adjoint ``q = a * dL/dh`` (which obeys the same kind of recurrence
+  as the state, so the decay sums serve its carry): a summary launch walks each segment bottom-up for the
+  forward route's adjoint entries (and, with several segments, both routes' adjoint segment summaries), a carry
+  over segments, then one main kernel per pair that walks top-down carrying the forward route's state (from the
+  forward's segment entries: a backward segment is a whole number of forward segments) and the reverse route's
+  adjoint, reads the reverse route's saved state entries and the forward route's adjoint entries, and forms
+  every gradient in registers. The main kernel loops over the channel blocks itself, so dB and dC are summed
+  over channels inside the program (no workspace that grows with channel blocks x N x L); dx of the column pair
+  is added to the row pair's. dA, dD and d(delta_bias) are summed per program and reduced on the host in a
+  fixed order. Deterministic, no atomics.
 * **Numerics.** Everything is upcast to fp32 at load; states and sums are fp32. softplus is exact to fp32
   round-off without ``log1p`` (absent from the interpreter): a series below e^x = 1/16, log(1 + e^x) above,
   identity above 20. The adjoint scan uses the shifted decay a(l+1) without loading the next position: its
@@ -197,49 +211,187 @@ def _pick(tile, t, row: tl.constexpr):
     return tl.sum(tl.where((t == row)[:, None], tile, 0.0), axis=0)
 
 
+@triton.jit
+def _get(carry, offs_n, n):
+    """State n of a carried [BN, BD] tile of per-(state, channel) values."""
+    return tl.sum(tl.where((offs_n == n)[:, None], carry, 0.0), axis=0)
+
+
+@triton.jit
+def _put(carry, offs_n, n, v):
+    """The carried [BN, BD] tile with state n replaced by v."""
+    return tl.where((offs_n == n)[:, None], v[None, :], carry)
+
+
+@triton.jit
+def _load_states(ptr, row, Dm, N, d, md, offs_n):
+    """A [BN, BD] tile of (state, channel) values: ``ptr[(row * N + n) * Dm + d]``."""
+    m = (offs_n < N)[:, None] & md[None, :]
+    return tl.load(ptr + (row * N + offs_n[:, None]) * Dm + d[None, :], mask=m, other=0.0)
+
+
+@triton.jit
+def _store_states(ptr, row, Dm, N, d, md, offs_n, v):
+    m = (offs_n < N)[:, None] & md[None, :]
+    tl.store(ptr + (row * N + offs_n[:, None]) * Dm + d[None, :], v, mask=m)
+
+
+@triton.jit
+def _carried(tile, scratch, slot, Dm, N, d, md, offs_n, BN: tl.constexpr):
+    """Start a value carried from chunk to chunk, per (state, channel): a [BN, BD] register tile when N = 1;
+    for larger N (N registers per channel and carried value would spill) row ``slot`` of a (.., D, N) fp32
+    scratch array, written and read state by state with one layout, so that every thread reads back its own
+    writes."""
+    if BN > 1:
+        for n in range(N):
+            tl.store(scratch + (slot * N + n) * Dm + d, _get(tile, offs_n, n), mask=md)
+    return tile
+
+
+@triton.jit
+def _carried_row(ptr, row, PRESENT: tl.constexpr, scratch, slot, Dm, N, d, md, offs_n, BN: tl.constexpr,
+                 BD: tl.constexpr):
+    """Start a carried value (see :func:`_carried`) from row ``row`` of a (.., D, N) array, or from zeros."""
+    tile = tl.zeros([BN, BD], dtype=tl.float32)
+    if BN == 1:
+        if PRESENT:
+            tile = _load_states(ptr, row, Dm, N, d, md, offs_n)
+    else:
+        for n in range(N):
+            v = tl.zeros([BD], dtype=tl.float32)
+            if PRESENT:
+                v = tl.load(ptr + (row * N + n) * Dm + d, mask=md, other=0.0)
+            tl.store(scratch + (slot * N + n) * Dm + d, v, mask=md)
+    return tile
+
+
+@triton.jit
+def _carry_get(carry, scratch, slot, n, Dm, N, d, md, offs_n, BN: tl.constexpr):
+    """State n of a carried value (see :func:`_carried`); also reads a plain (.., D, N) row when BN > 1."""
+    if BN == 1:
+        return _get(carry, offs_n, n)
+    else:
+        return tl.load(scratch + (slot * N + n) * Dm + d, mask=md, other=0.0)
+
+
+@triton.jit
+def _carry_set(carry, scratch, slot, n, v, Dm, N, d, md, offs_n, BN: tl.constexpr):
+    if BN == 1:
+        return _put(carry, offs_n, n, v)
+    else:
+        tl.store(scratch + (slot * N + n) * Dm + d, v, mask=md)
+        return carry
+
+
+@triton.jit
+def _carry_save(carry, scratch, slot, ptr, row, Dm, N, d, md, offs_n, BN: tl.constexpr):
+    """Store a carried value as row ``row`` of a (.., D, N) array."""
+    if BN == 1:
+        _store_states(ptr, row, Dm, N, d, md, offs_n, carry)
+    else:
+        for n in range(N):
+            v = tl.load(scratch + (slot * N + n) * Dm + d, mask=md, other=0.0)
+            tl.store(ptr + (row * N + n) * Dm + d, v, mask=md)
+
+
+@triton.jit
+def _sum_add(hi, lo, x):
+    """Neumaier's compensated summation: (hi, lo) + x. The decay sum of the chunks below a chunk is then the
+    segment's total minus the running sum above it, (T_hi - P_hi) + (T_lo - P_lo), to fp32 round-off of that
+    difference itself rather than of the total: no per-chunk array of decay sums is needed."""
+    t = hi + x
+    lo += tl.where(tl.abs(hi) >= tl.abs(x), (hi - t) + x, (x - t) + hi)
+    return t, lo
+
+
+@triton.jit
+def _rate(A_tile, A_ptr, k, Dm, N, n, d, md, offs_n, BN: tl.constexpr):
+    """Route k's A (scaled by log2 e) for state n: from the tile loaded once per program (``_load_states(A_ptr,
+    k, ...)``) when N = 1, so that the chunk loop loads no parameters; state by state otherwise (a [16, BD] tile
+    would take 16 registers per channel)."""
+    if BN == 1:
+        return _get(A_tile, offs_n, n)
+    else:
+        return tl.load(A_ptr + (k * N + n) * Dm + d, mask=md, other=0.0)
+
+
 # ---------------------------------------------------------------------------------------------------- forward
 @triton.jit
-def _fwd_summary_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, st_ptr, sd_ptr,
-                        L, H, W, Dm, N, n_chunks, chunks_per_prog,
+def _fwd_summary_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, er_ptr, seg_ptr, segs_ptr, lo_ptr, scr_ptr,
+                        L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs,
                         sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn,
                         PAIR: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                        BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr):
-    """Per chunk and route of the pair: the decay sum sum(Δ) and the end state from a zero start."""
+                        TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
+                        BN: tl.constexpr):
+    """Walks its segment's chunks bottom-up: the reverse route's state entering every chunk from below (from a
+    zero start at the segment's end) and, with several segments, both routes' segment summaries (decay sum,
+    end state from a zero start; the reverse route's decay sum with its compensation term in ``lo_ptr``)."""
+    j = tl.program_id(0)
     b = tl.program_id(2).to(tl.int64)
     d, md = _channels(tl.program_id(1), Dm, BD, VEC)
+    offs_n = tl.arange(0, BN)
     kf, kr = PAIR, PAIR + 2
     bias_f = _route_vector(bias_ptr, kf, Dm, d, md, HAS_BIAS, BD)
     bias_r = _route_vector(bias_ptr, kr, Dm, d, md, HAS_BIAS, BD)
-    c0 = tl.program_id(0) * chunks_per_prog
-    for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
+    zero = tl.zeros([BN, BD], dtype=tl.float32)
+    slot = (b * n_segs + j) * 2
+    hr = _carried(zero, scr_ptr, slot, Dm, N, d, md, offs_n, BN)  # reverse route: state entering the chunk
+    sf = _carried(zero, scr_ptr, slot + 1, Dm, N, d, md, offs_n, BN)  # forward route: end state of the chunks
+    #                                                                   below, from a zero start
+    sum_r = tl.zeros([BD], dtype=tl.float32)   # decay sums of the chunks below the current one
+    lo_r = tl.zeros([BD], dtype=tl.float32)
+    sum_f = tl.zeros([BD], dtype=tl.float32)
+    Af_tile = _load_states(A_ptr, kf, Dm, N, d, md, offs_n)
+    Ar_tile = _load_states(A_ptr, kr, Dm, N, d, md, offs_n)
+    c0 = j * chunks_per_prog
+    c1 = tl.minimum(c0 + chunks_per_prog, n_chunks)
+    for i in range(0, c1 - c0):
+        c = c1 - 1 - i
         s, valid, t = _rows(c, L, H, W, BT, PAIR)
         m2 = valid[:, None] & md[None, :]
         u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
-        _, dtf = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
         _, dtr = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
-        row = (b * n_chunks + c) * 4
-        tl.store(sd_ptr + (row + kf) * Dm + d, tl.sum(dtf, axis=0), mask=md)
-        tl.store(sd_ptr + (row + kr) * Dm + d, tl.sum(dtr, axis=0), mask=md)
+        row = (b * n_chunks + c) * 2 + PAIR
+        if TWO_LEVEL:
+            _, dtf = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
         for n in range(N):
-            Bf = tl.load(B_ptr + b * sBb + s * sBp + kf * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
             Br = tl.load(B_ptr + b * sBb + s * sBp + kr * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
-            Af = tl.load(A_ptr + (kf * Dm + d) * N + n, mask=md, other=0.0)
-            Ar = tl.load(A_ptr + (kr * Dm + d) * N + n, mask=md, other=0.0)
-            hf = _scan_states(_exp2(dtf * Af[None, :]), dtf * u * Bf[:, None], False)
-            hr = _scan_states(_exp2(dtr * Ar[None, :]), dtr * u * Br[:, None], True)
-            tl.store(st_ptr + ((row + kf) * Dm + d) * N + n, _pick(hf, t, BT - 1), mask=md)
-            tl.store(st_ptr + ((row + kr) * Dm + d) * N + n, _pick(hr, t, 0), mask=md)
+            Ar = _rate(Ar_tile, A_ptr, kr, Dm, N, n, d, md, offs_n, BN)
+            E = _carry_get(hr, scr_ptr, slot, n, Dm, N, d, md, offs_n, BN)
+            tl.store(er_ptr + (row * N + n) * Dm + d, E, mask=md)
+            a = _exp2(dtr * Ar[None, :])
+            inp = dtr * u * Br[:, None]
+            h = _scan_states(a, tl.where((t == BT - 1)[:, None], inp + a * E[None, :], inp), True)
+            hr = _carry_set(hr, scr_ptr, slot, n, _pick(h, t, 0), Dm, N, d, md, offs_n, BN)
+            if TWO_LEVEL:
+                Bf = tl.load(B_ptr + b * sBb + s * sBp + kf * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
+                Af = _rate(Af_tile, A_ptr, kf, Dm, N, n, d, md, offs_n, BN)
+                h = _scan_states(_exp2(dtf * Af[None, :]), dtf * u * Bf[:, None], False)
+                acc = _carry_get(sf, scr_ptr, slot + 1, n, Dm, N, d, md, offs_n, BN)
+                sf = _carry_set(sf, scr_ptr, slot + 1, n, acc + _exp2(sum_f * Af) * _pick(h, t, BT - 1),
+                                Dm, N, d, md, offs_n, BN)
+        if TWO_LEVEL:
+            sum_r, lo_r = _sum_add(sum_r, lo_r, tl.sum(dtr, axis=0))
+            sum_f += tl.sum(dtf, axis=0)
+    if TWO_LEVEL:
+        row = (b * n_segs + j) * 4
+        _carry_save(sf, scr_ptr, slot + 1, seg_ptr, row + kf, Dm, N, d, md, offs_n, BN)
+        _carry_save(hr, scr_ptr, slot, seg_ptr, row + kr, Dm, N, d, md, offs_n, BN)
+        tl.store(segs_ptr + (row + kf) * Dm + d, sum_f, mask=md)
+        tl.store(segs_ptr + (row + kr) * Dm + d, sum_r, mask=md)
+        tl.store(lo_ptr + ((b * n_segs + j) * 2 + PAIR) * Dm + d, lo_r, mask=md)
 
 
 @triton.jit
 def _carry_kernel(st_ptr, sd_ptr, A_ptr, Dm, N, n_chunks, ADJOINT: tl.constexpr,
                   CB: tl.constexpr, BLK: tl.constexpr):
-    """Chunk summaries -> chunk entry states, in place: E_c = P_{c'} E_{c'} + S_{c'} with c' the chunk before c
-    in the route's direction (c - 1 for the forward routes 0, 1; c + 1 for the reverse routes 2, 3; swapped for
-    the adjoint) and P = exp(A * sum(Δ)). One lane per (channel, state); CB chunks per memory round trip."""
+    """Segment summaries -> segment entry states, in place: E_c = P_{c'} E_{c'} + S_{c'} with c' the segment
+    before c in the route's direction (c - 1 for the forward routes 0, 1; c + 1 for the reverse routes 2, 3;
+    swapped for the adjoint) and P = exp(A * sum(Δ)). One lane per (channel, state); CB segments per memory
+    round trip."""
     k = tl.program_id(1)
     b = tl.program_id(2).to(tl.int64)
-    j = tl.program_id(0) * BLK + tl.arange(0, BLK)  # (channel, state) pairs d * N + n
+    j = tl.program_id(0) * BLK + tl.arange(0, BLK)  # (state, channel) pairs n * D + d
     mj = j < Dm * N
     A = tl.load(A_ptr + k * Dm * N + j, mask=mj, other=0.0)
     r = tl.arange(0, CB)
@@ -252,10 +404,10 @@ def _carry_kernel(st_ptr, sd_ptr, A_ptr, Dm, N, n_chunks, ADJOINT: tl.constexpr,
         m2 = mi[:, None] & mj[None, :]
         row = (b * n_chunks + c) * 4 + k
         S = tl.load(st_ptr + row[:, None] * Dm * N + j[None, :], mask=m2, other=0.0)
-        sd = tl.load(sd_ptr + row[:, None] * Dm + j[None, :] // N, mask=m2, other=0.0)
+        sd = tl.load(sd_ptr + row[:, None] * Dm + j[None, :] % Dm, mask=m2, other=0.0)
         P = _exp2(sd * A[None, :])
         S = tl.where((r == 0)[:, None], S + P * carry[None, :], S)
-        _, inc = tl.associative_scan((P, S), 0, _affine_combine)  # state after chunk i
+        _, inc = tl.associative_scan((P, S), 0, _affine_combine)  # state after segment i
         c_first = tl.where(left_to_right, blk * CB, n_chunks - 1 - blk * CB)
         tl.store(st_ptr + ((b * n_chunks + c_first) * 4 + k) * Dm * N + j, carry, mask=mj)
         nxt = tl.where(left_to_right, c + 1, c - 1)
@@ -266,40 +418,69 @@ def _carry_kernel(st_ptr, sd_ptr, A_ptr, Dm, N, n_chunks, ADJOINT: tl.constexpr,
 
 
 @triton.jit
-def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, st_ptr, y_ptr,
-                L, H, W, Dm, N, n_chunks, chunks_per_prog,
+def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, er_ptr, seg_ptr, segs_ptr, lo_ptr, scr_ptr,
+                y_ptr,
+                L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs,
                 sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn,
                 PAIR: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr):
-    """Both routes of the pair on each chunk, from their entry states; y = (row pair) or += (column pair)."""
+                TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
+                BN: tl.constexpr):
+    """Walks its segment's chunks top-down: the forward route from the state carried in registers, the reverse
+    route from its saved chunk-entry states (made exact with the segment carry when there are several segments,
+    and written back for the backward); y = (row pair) or += (column pair)."""
+    j = tl.program_id(0)
     b = tl.program_id(2).to(tl.int64)
     d, md = _channels(tl.program_id(1), Dm, BD, VEC)
+    offs_n = tl.arange(0, BN)
     kf, kr = PAIR, PAIR + 2
     bias_f = _route_vector(bias_ptr, kf, Dm, d, md, HAS_BIAS, BD)
     bias_r = _route_vector(bias_ptr, kr, Dm, d, md, HAS_BIAS, BD)
     Dsum = _route_vector(D_ptr, kf, Dm, d, md, HAS_D, BD) + _route_vector(D_ptr, kr, Dm, d, md, HAS_D, BD)
-    c0 = tl.program_id(0) * chunks_per_prog
+    Af_tile = _load_states(A_ptr, kf, Dm, N, d, md, offs_n)
+    Ar_tile = _load_states(A_ptr, kr, Dm, N, d, md, offs_n)
+    slot = (b * n_segs + j) * 2
+    seg_row = (b * n_segs + j) * 4
+    hf = _carried_row(seg_ptr, seg_row + kf, TWO_LEVEL, scr_ptr, slot, Dm, N, d, md, offs_n, BN, BD)
+    seg_r = tl.zeros([BN, BD], dtype=tl.float32)  # the reverse route's state entering the segment from below
+    total_hi = tl.zeros([BD], dtype=tl.float32)   # ... its decay sum over the segment, and the running sum
+    total_lo = tl.zeros([BD], dtype=tl.float32)   #     over the chunks above the current one
+    run_hi = tl.zeros([BD], dtype=tl.float32)
+    run_lo = tl.zeros([BD], dtype=tl.float32)
+    if TWO_LEVEL:
+        if BN == 1:
+            seg_r = _load_states(seg_ptr, seg_row + kr, Dm, N, d, md, offs_n)
+        total_hi = tl.load(segs_ptr + (seg_row + kr) * Dm + d, mask=md, other=0.0)
+        total_lo = tl.load(lo_ptr + ((b * n_segs + j) * 2 + PAIR) * Dm + d, mask=md, other=0.0)
+    c0 = j * chunks_per_prog
     for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
         s, valid, t = _rows(c, L, H, W, BT, PAIR)
         m2 = valid[:, None] & md[None, :]
         u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
         y = Dsum[None, :] * u
-        row = (b * n_chunks + c) * 4
         _, dt = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
-        for n in range(N):  # the forward route: top-down from the state entering the chunk
+        for n in range(N):  # the forward route: top-down from the carried state
             Bv = tl.load(B_ptr + b * sBb + s * sBp + kf * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
             Cv = tl.load(C_ptr + b * sCb + s * sCp + kf * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
-            A = tl.load(A_ptr + (kf * Dm + d) * N + n, mask=md, other=0.0)
-            E = tl.load(st_ptr + ((row + kf) * Dm + d) * N + n, mask=md, other=0.0)
+            A = _rate(Af_tile, A_ptr, kf, Dm, N, n, d, md, offs_n, BN)
             a = _exp2(dt * A[None, :])
             inp = dt * u * Bv[:, None]
-            y += _scan_states(a, tl.where((t == 0)[:, None], inp + a * E[None, :], inp), False) * Cv[:, None]
+            E = _carry_get(hf, scr_ptr, slot, n, Dm, N, d, md, offs_n, BN)
+            h = _scan_states(a, tl.where((t == 0)[:, None], inp + a * E[None, :], inp), False)
+            y += h * Cv[:, None]
+            hf = _carry_set(hf, scr_ptr, slot, n, _pick(h, t, BT - 1), Dm, N, d, md, offs_n, BN)
         _, dt = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
+        row = (b * n_chunks + c) * 2 + PAIR
+        if TWO_LEVEL:
+            run_hi, run_lo = _sum_add(run_hi, run_lo, tl.sum(dt, axis=0))
+            decay_sum = (total_hi - run_hi) + (total_lo - run_lo)  # of the chunks below this one
         for n in range(N):  # the reverse route: bottom-up from the state entering from below
             Bv = tl.load(B_ptr + b * sBb + s * sBp + kr * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
             Cv = tl.load(C_ptr + b * sCb + s * sCp + kr * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
-            A = tl.load(A_ptr + (kr * Dm + d) * N + n, mask=md, other=0.0)
-            E = tl.load(st_ptr + ((row + kr) * Dm + d) * N + n, mask=md, other=0.0)
+            A = _rate(Ar_tile, A_ptr, kr, Dm, N, n, d, md, offs_n, BN)
+            E = tl.load(er_ptr + (row * N + n) * Dm + d, mask=md, other=0.0)
+            if TWO_LEVEL:
+                E += _exp2(decay_sum * A) * _carry_get(seg_r, seg_ptr, seg_row + kr, n, Dm, N, d, md, offs_n, BN)
+                tl.store(er_ptr + (row * N + n) * Dm + d, E, mask=md)
             a = _exp2(dt * A[None, :])
             inp = dt * u * Bv[:, None]
             y += _scan_states(a, tl.where((t == BT - 1)[:, None], inp + a * E[None, :], inp), True) * Cv[:, None]
@@ -311,47 +492,91 @@ def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, st_ptr, y_p
 
 # ---------------------------------------------------------------------------------------------------- backward
 @triton.jit
-def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, sq_ptr,
-                        L, H, W, Dm, N, n_chunks, chunks_per_prog,
+def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, qe_ptr, seg_ptr, segs_ptr, lo_ptr, scr_ptr,
+                        L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs,
                         sdb, sdp, sdk, sCb, sCp, sCk, sCn, syb, syp,
                         PAIR: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                        BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr):
-    """Per chunk and route: the adjoint q = a * dL/dh at the chunk's near end from a zero start (the decay
-    sums are the forward's)."""
+                        TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
+                        BN: tl.constexpr):
+    """Walks its segment's chunks bottom-up: the forward route's adjoint q = a * dL/dh entering every chunk
+    from below (from a zero start at the segment's end) and, with several segments, both routes' adjoint
+    segment summaries (the forward route's decay sum with its compensation term in ``lo_ptr``)."""
+    j = tl.program_id(0)
     b = tl.program_id(2).to(tl.int64)
     d, md = _channels(tl.program_id(1), Dm, BD, VEC)
+    offs_n = tl.arange(0, BN)
     kf, kr = PAIR, PAIR + 2
     bias_f = _route_vector(bias_ptr, kf, Dm, d, md, HAS_BIAS, BD)
     bias_r = _route_vector(bias_ptr, kr, Dm, d, md, HAS_BIAS, BD)
-    c0 = tl.program_id(0) * chunks_per_prog
-    for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
+    zero = tl.zeros([BN, BD], dtype=tl.float32)
+    slot = (b * n_segs + j) * 2
+    qf = _carried(zero, scr_ptr, slot, Dm, N, d, md, offs_n, BN)  # forward route's adjoint entering the chunk
+    sr = _carried(zero, scr_ptr, slot + 1, Dm, N, d, md, offs_n, BN)  # reverse route's adjoint leaving the
+    #                                                                   chunks below, from a zero start
+    sum_f = tl.zeros([BD], dtype=tl.float32)
+    lo_f = tl.zeros([BD], dtype=tl.float32)
+    sum_r = tl.zeros([BD], dtype=tl.float32)
+    Af_tile = _load_states(A_ptr, kf, Dm, N, d, md, offs_n)
+    Ar_tile = _load_states(A_ptr, kr, Dm, N, d, md, offs_n)
+    c0 = j * chunks_per_prog
+    c1 = tl.minimum(c0 + chunks_per_prog, n_chunks)
+    for i in range(0, c1 - c0):
+        c = c1 - 1 - i
         s, valid, t = _rows(c, L, H, W, BT, PAIR)
         m2 = valid[:, None] & md[None, :]
         dy = tl.load(dy_ptr + b * syb + s[:, None] * syp + d[None, :], mask=m2, other=0.0).to(tl.float32)
         _, dtf = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
-        _, dtr = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
-        row = (b * n_chunks + c) * 4
+        row = (b * n_chunks + c) * 2 + PAIR
+        if TWO_LEVEL:
+            _, dtr = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
         for n in range(N):
             Cf = tl.load(C_ptr + b * sCb + s * sCp + kf * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
-            Cr = tl.load(C_ptr + b * sCb + s * sCp + kr * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
-            Af = tl.load(A_ptr + (kf * Dm + d) * N + n, mask=md, other=0.0)
-            Ar = tl.load(A_ptr + (kr * Dm + d) * N + n, mask=md, other=0.0)
+            Af = _rate(Af_tile, A_ptr, kf, Dm, N, n, d, md, offs_n, BN)
             a = _exp2(dtf * Af[None, :])
-            g = _scan_adjoint(dy * Cf[:, None], a, True)
-            tl.store(sq_ptr + ((row + kf) * Dm + d) * N + n, _pick(a * g, t, 0), mask=md)
-            a = _exp2(dtr * Ar[None, :])
-            g = _scan_adjoint(dy * Cr[:, None], a, False)
-            tl.store(sq_ptr + ((row + kr) * Dm + d) * N + n, _pick(a * g, t, BT - 1), mask=md)
+            cy = dy * Cf[:, None]
+            Q = _carry_get(qf, scr_ptr, slot, n, Dm, N, d, md, offs_n, BN)
+            tl.store(qe_ptr + (row * N + n) * Dm + d, Q, mask=md)
+            g = _scan_adjoint(tl.where((t == BT - 1)[:, None], cy + Q[None, :], cy), a, True)
+            qf = _carry_set(qf, scr_ptr, slot, n, _pick(a * g, t, 0), Dm, N, d, md, offs_n, BN)
+            if TWO_LEVEL:
+                Cr = tl.load(C_ptr + b * sCb + s * sCp + kr * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
+                Ar = _rate(Ar_tile, A_ptr, kr, Dm, N, n, d, md, offs_n, BN)
+                a = _exp2(dtr * Ar[None, :])
+                g = _scan_adjoint(dy * Cr[:, None], a, False)
+                acc = _carry_get(sr, scr_ptr, slot + 1, n, Dm, N, d, md, offs_n, BN)
+                sr = _carry_set(sr, scr_ptr, slot + 1, n, acc + _exp2(sum_r * Ar) * _pick(a * g, t, BT - 1),
+                                Dm, N, d, md, offs_n, BN)
+        if TWO_LEVEL:
+            sum_f, lo_f = _sum_add(sum_f, lo_f, tl.sum(dtf, axis=0))
+            sum_r += tl.sum(dtr, axis=0)
+    if TWO_LEVEL:
+        row = (b * n_segs + j) * 4
+        _carry_save(qf, scr_ptr, slot, seg_ptr, row + kf, Dm, N, d, md, offs_n, BN)
+        _carry_save(sr, scr_ptr, slot + 1, seg_ptr, row + kr, Dm, N, d, md, offs_n, BN)
+        tl.store(segs_ptr + (row + kf) * Dm + d, sum_f, mask=md)
+        tl.store(segs_ptr + (row + kr) * Dm + d, sum_r, mask=md)
+        tl.store(lo_ptr + ((b * n_segs + j) * 2 + PAIR) * Dm + d, lo_f, mask=md)
 
 
 @triton.jit
-def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, B_ptr, C_ptr, st_ptr, sq_ptr,
-               ddl_ptr, dB_ptr, dC_ptr, bias, acc_A, acc_bias, row, k, b, L, Dm, N, sBb, sBp, sBk, sBn,
-               sCb, sCp, sCk, sCn, ACCUMULATE_BC, REVERSE: tl.constexpr, SOFTPLUS: tl.constexpr,
-               BT: tl.constexpr, BN: tl.constexpr):
-    """All gradients of route k on one chunk and channel block. Stores d delta, adds this block's dB/dC to the
-    earlier blocks' (ACCUMULATE_BC), and returns (du of this route, dA and d(delta_bias) running sums)."""
+def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, A_tile, B_ptr, C_ptr, ent_ptr,
+               ddl_ptr, dB_ptr, dC_ptr, bias, acc_A, acc_bias, carry, scr_ptr, slot, seg_q, seg_ptr, seg_row,
+               totals, running, erow, k, b, L, Dm, N,
+               sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, ACCUMULATE_BC, REVERSE: tl.constexpr,
+               TWO_LEVEL: tl.constexpr, SOFTPLUS: tl.constexpr, BT: tl.constexpr, BN: tl.constexpr):
+    """All gradients of route k on one chunk and channel block. The forward route (top-down) takes its state
+    from the carried tile and its adjoint from the chunk entries ``ent_ptr`` (made exact with the segment's
+    adjoint entry ``seg_q`` when there are several segments); the reverse route its state from the saved chunk
+    entries and its adjoint from the carried tile. Stores d delta, adds this block's dB/dC to the earlier
+    blocks' (ACCUMULATE_BC), and returns (du of this route, the dA and d(delta_bias) running sums, the carry,
+    the running decay sum (hi, lo) of the forward route over the chunks above; ``totals``: its segment total)."""
     pre, dt = _step_sizes(dl_ptr, sdp, s, m2, d, bias, SOFTPLUS)
+    run_hi, run_lo = running
+    decay_sum = run_hi
+    if TWO_LEVEL:
+        if not REVERSE:
+            run_hi, run_lo = _sum_add(run_hi, run_lo, tl.sum(dt, axis=0))
+            decay_sum = (totals[0] - run_hi) + (totals[1] - run_lo)  # of the chunks below this one
     ddt = tl.zeros(u.shape, dtype=tl.float32)
     du = tl.zeros(u.shape, dtype=tl.float32)
     mbn = valid[:, None] & (offs_n < N)[None, :]
@@ -361,18 +586,23 @@ def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, B_ptr,
     for n in range(N):
         Bv = tl.load(B_ptr + b * sBb + s * sBp + k * sBk + n * sBn, mask=valid, other=0.0).to(tl.float32)
         Cv = tl.load(C_ptr + b * sCb + s * sCp + k * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
-        A = tl.load(A_ptr + (k * Dm + d) * N + n, mask=md, other=0.0)
-        E = tl.load(st_ptr + ((row + k) * Dm + d) * N + n, mask=md, other=0.0)
-        Q = tl.load(sq_ptr + ((row + k) * Dm + d) * N + n, mask=md, other=0.0)
+        A = _rate(A_tile, A_ptr, k, Dm, N, n, d, md, offs_n, BN)
+        entry = tl.load(ent_ptr + (erow * N + n) * Dm + d, mask=md, other=0.0)
         a = _exp2(dt * A[None, :])
         inp = dt * u * Bv[:, None]
         c = dy * Cv[:, None]
         if REVERSE:  # states run bottom-up (entry at the last row), the adjoint top-down (entry at the first)
-            h = _scan_states(a, tl.where((t == BT - 1)[:, None], inp + a * E[None, :], inp), True)
+            h = _scan_states(a, tl.where((t == BT - 1)[:, None], inp + a * entry[None, :], inp), True)
+            Q = _carry_get(carry, scr_ptr, slot, n, Dm, N, d, md, offs_n, BN)
             g = _scan_adjoint(tl.where((t == 0)[:, None], c + Q[None, :], c), a, False)
+            carry = _carry_set(carry, scr_ptr, slot, n, _pick(a * g, t, BT - 1), Dm, N, d, md, offs_n, BN)
         else:
+            if TWO_LEVEL:
+                entry += _exp2(decay_sum * A) * _carry_get(seg_q, seg_ptr, seg_row, n, Dm, N, d, md, offs_n, BN)
+            E = _carry_get(carry, scr_ptr, slot, n, Dm, N, d, md, offs_n, BN)
             h = _scan_states(a, tl.where((t == 0)[:, None], inp + a * E[None, :], inp), False)
-            g = _scan_adjoint(tl.where((t == BT - 1)[:, None], c + Q[None, :], c), a, True)
+            g = _scan_adjoint(tl.where((t == BT - 1)[:, None], c + entry[None, :], c), a, True)
+            carry = _carry_set(carry, scr_ptr, slot, n, _pick(h, t, BT - 1), Dm, N, d, md, offs_n, BN)
         ah = h - inp  # a_l h_{l-1}
         gB = g * Bv[:, None]
         ddt += gB * u + g * ah * (A * _LN2)[None, :]  # A arrives scaled by log2(e) for exp2
@@ -392,18 +622,20 @@ def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, B_ptr,
         dC += tl.load(dC_ptr + bc, mask=mbn, other=0.0).to(tl.float32)
     tl.store(dB_ptr + bc, dB.to(dB_ptr.dtype.element_ty), mask=mbn)
     tl.store(dC_ptr + bc, dC.to(dC_ptr.dtype.element_ty), mask=mbn)
-    return du, acc_A, acc_bias
+    return du, acc_A, acc_bias, carry, (run_hi, run_lo)
 
 
 @triton.jit
-def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr, sq_ptr,
-                dx_ptr, ddl_ptr, dB_ptr, dC_ptr, pA_ptr, pD_ptr, pbias_ptr,
-                L, H, W, Dm, N, n_chunks, chunks_per_prog, n_blocks,
+def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, er_ptr, fseg_ptr, qe_ptr, aseg_ptr,
+                asegs_ptr, alo_ptr, scr_ptr, dx_ptr, ddl_ptr, dB_ptr, dC_ptr, pA_ptr, pD_ptr, pbias_ptr,
+                L, H, W, Dm, N, n_chunks, chunks_per_prog, n_blocks, n_segs, n_fsegs, fsegs_per_seg,
                 sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, syb, syp,
                 PAIR: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                TWO_LEVEL: tl.constexpr, FWD_TWO_LEVEL: tl.constexpr,
                 BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr, BN: tl.constexpr):
-    """Every gradient of both routes of the pair, chunk by chunk; loops over the channel blocks itself so that
-    dB/dC (summed over channels) are complete in this program. Writes dx (row pair) or adds to it (column
+    """Every gradient of both routes of the pair, walking the segment's chunks top-down with the forward
+    route's state and the reverse route's adjoint carried in registers; loops over the channel blocks itself so
+    that dB/dC (summed over channels) are complete in this program. Writes dx (row pair) or adds to it (column
     pair), d delta and dB/dC of its two routes, and per-program partial sums of dA, dD, d(delta_bias)."""
     b = tl.program_id(1).to(tl.int64)
     prog = tl.program_id(0)
@@ -422,21 +654,39 @@ def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_
         acc_br = tl.zeros([BD], dtype=tl.float32)
         acc_Af = tl.zeros([BD, BN], dtype=tl.float32)
         acc_Ar = tl.zeros([BD, BN], dtype=tl.float32)
+        Af_tile = _load_states(A_ptr, kf, Dm, N, d, md, offs_n)
+        Ar_tile = _load_states(A_ptr, kr, Dm, N, d, md, offs_n)
+        slot = (b * n_segs + prog) * 2
+        seg_row = (b * n_segs + prog) * 4
+        # the forward route's state and the reverse route's adjoint, entering each chunk from above
+        hf = _carried_row(fseg_ptr, (b * n_fsegs + prog * fsegs_per_seg) * 4 + kf, FWD_TWO_LEVEL, scr_ptr, slot,
+                          Dm, N, d, md, offs_n, BN, BD)
+        qr = _carried_row(aseg_ptr, seg_row + kr, TWO_LEVEL, scr_ptr, slot + 1, Dm, N, d, md, offs_n, BN, BD)
+        seg_q = tl.zeros([BN, BD], dtype=tl.float32)  # forward route's adjoint entering the segment from below
+        totals = (tl.zeros([BD], dtype=tl.float32), tl.zeros([BD], dtype=tl.float32))  # its decay sum over the
+        running = (tl.zeros([BD], dtype=tl.float32), tl.zeros([BD], dtype=tl.float32))  # segment, and above
+        if TWO_LEVEL:
+            if BN == 1:
+                seg_q = _load_states(aseg_ptr, seg_row + kf, Dm, N, d, md, offs_n)
+            totals = (tl.load(asegs_ptr + (seg_row + kf) * Dm + d, mask=md, other=0.0),
+                      tl.load(alo_ptr + ((b * n_segs + prog) * 2 + PAIR) * Dm + d, mask=md, other=0.0))
         for c in range(c0, c1):
             s, valid, t = _rows(c, L, H, W, BT, PAIR)
             m2 = valid[:, None] & md[None, :]
             u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
             dy = tl.load(dy_ptr + b * syb + s[:, None] * syp + d[None, :], mask=m2, other=0.0).to(tl.float32)
             acc_D += tl.sum(dy * u, axis=0)
-            row = (b * n_chunks + c) * 4
-            du_f, acc_Af, acc_bf = _bwd_route(
-                u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kf * sdk, sdp, A_ptr, B_ptr, C_ptr,
-                st_ptr, sq_ptr, ddl_ptr, dB_ptr, dC_ptr, bias_f, acc_Af, acc_bf, row, kf, b, L, Dm, N,
-                sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, blk > 0, False, SOFTPLUS, BT, BN)
-            du_r, acc_Ar, acc_br = _bwd_route(
-                u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kr * sdk, sdp, A_ptr, B_ptr, C_ptr,
-                st_ptr, sq_ptr, ddl_ptr, dB_ptr, dC_ptr, bias_r, acc_Ar, acc_br, row, kr, b, L, Dm, N,
-                sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, blk > 0, True, SOFTPLUS, BT, BN)
+            erow = (b * n_chunks + c) * 2 + PAIR
+            du_f, acc_Af, acc_bf, hf, running = _bwd_route(
+                u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kf * sdk, sdp, A_ptr, Af_tile, B_ptr, C_ptr,
+                qe_ptr, ddl_ptr, dB_ptr, dC_ptr, bias_f, acc_Af, acc_bf, hf, scr_ptr, slot, seg_q, aseg_ptr,
+                seg_row + kf, totals, running, erow, kf, b, L, Dm,
+                N, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, blk > 0, False, TWO_LEVEL, SOFTPLUS, BT, BN)
+            du_r, acc_Ar, acc_br, qr, running = _bwd_route(
+                u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kr * sdk, sdp, A_ptr, Ar_tile, B_ptr, C_ptr,
+                er_ptr, ddl_ptr, dB_ptr, dC_ptr, bias_r, acc_Ar, acc_br, qr, scr_ptr, slot + 1, seg_q, aseg_ptr,
+                seg_row + kf, totals, running, erow, kr, b, L, Dm,
+                N, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, blk > 0, True, TWO_LEVEL, SOFTPLUS, BT, BN)
             du = Dsum[None, :] * dy + du_f + du_r
             dx_ptrs = dx_ptr + b * L * Dm + s[:, None] * Dm + d[None, :]
             if PAIR == 1:
@@ -485,10 +735,11 @@ def tile_config(dim, backward=False):
 
     Forward: VEC = 4 channels per thread, so every position is one 8-byte (half) or 16-byte (fp32) vector load
     per thread and each [BT, BD] tile holds 32 fp32 registers per thread. Backward: VEC = 2 (its ten live tiles
-    would not fit 255 registers at 4).
+    would not fit 255 registers at 4) and at most 2 warps (4 warps spilled more at stage 4, and reduce dB/dC
+    across more warps through shared memory).
     """
     vec = 2 if backward else 4
-    bd, warps = _channel_block(dim, vec, 8 if backward else 4, backward)
+    bd, warps = _channel_block(dim, vec, 2 if backward else 4, backward)
     return CHUNK, bd, vec, warps
 
 
@@ -515,6 +766,17 @@ def bwd_chunks_per_program(n_chunks, batch, L, dim, N, in_size, sm_count):
     return min(n_chunks, max(per, -(-n_chunks // max_programs)))
 
 
+def segments(batch, L, dim, N, in_size, sm_count):
+    """(cpp, n_segs, fsegs_per_bseg, bwd_cpp, n_bsegs): chunks per forward segment and their count, forward
+    segments per backward segment, chunks per backward segment and their count (see :class:`_Plan`)."""
+    BT, BD, _, _ = tile_config(dim)
+    n_chunks = triton.cdiv(L, BT)
+    cpp = _chunks_per_program(n_chunks, batch * triton.cdiv(dim, BD), sm_count)
+    fsegs_per_bseg = triton.cdiv(bwd_chunks_per_program(n_chunks, batch, L, dim, N, in_size, sm_count), cpp)
+    bwd_cpp = min(n_chunks, fsegs_per_bseg * cpp)
+    return cpp, triton.cdiv(n_chunks, cpp), fsegs_per_bseg, bwd_cpp, triton.cdiv(n_chunks, bwd_cpp)
+
+
 def _strides(t):
     """(batch, position, *rest) strides of a channels-last operand whose (H, W) axes are flat."""
     return t.stride(0), t.stride(2)
@@ -534,115 +796,141 @@ def _prepare(x, delta, B, C):
 
 
 def _params(A, D, delta_bias, ref):
-    """fp32 parameters; A scaled by log2(e) once, so that every decay is one exp2."""
+    """fp32 parameters; A scaled by log2(e) once, so that every decay is one exp2, and laid out (4, N, D) as the
+    states are."""
     f32 = lambda t: None if t is None else t.detach().to(torch.float32).contiguous()  # noqa: E731
     dummy = torch.empty(1, device=ref.device, dtype=torch.float32)
-    return f32(A) * LOG2E, f32(D), f32(delta_bias), dummy
+    A = (f32(A) * LOG2E).view(4, -1, A.shape[1]).transpose(1, 2).contiguous()
+    return A, f32(D), f32(delta_bias), dummy
 
 
 class _Plan:
-    """Launch geometry shared by the forward and the backward of one call."""
+    """Launch geometry shared by the forward and the backward of one call.
+
+    The sequence of each pair is cut into ``n_segs`` segments of ``cpp`` chunks, one program per (segment,
+    channel block, image): as many as fill the device, one segment per sequence when the batch alone does
+    (then no segment carry and no decay sums are needed: ``TWO_LEVEL`` is off). A backward segment is a whole
+    number ``fsegs_per_bseg`` of forward segments, so that its programs start from a saved segment entry.
+    """
 
     def __init__(self, x, A):
         self.batch, self.H, self.W, self.dim = x.shape
         self.L = self.H * self.W
         self.N = A.shape[1]
+        self.BN = triton.next_power_of_2(self.N)
         self.sm = _sm_count(x.device)
         self.BT, self.BD, self.VEC, self.warps = tile_config(self.dim)
         _, self.bwd_BD, self.bwd_VEC, self.bwd_warps = tile_config(self.dim, backward=True)
         self.n_chunks = triton.cdiv(self.L, self.BT)
         self.n_blocks = triton.cdiv(self.dim, self.BD)
         self.bwd_blocks = triton.cdiv(self.dim, self.bwd_BD)
-        self.cpp = _chunks_per_program(self.n_chunks, self.batch * self.n_blocks, self.sm)
-        self.n_progs = triton.cdiv(self.n_chunks, self.cpp)
-        self.bwd_cpp = bwd_chunks_per_program(self.n_chunks, self.batch, self.L, self.dim, self.N,
-                                              x.element_size(), self.sm)
-        self.bwd_progs = triton.cdiv(self.n_chunks, self.bwd_cpp)
+        (self.cpp, self.n_segs, self.fsegs_per_bseg, self.bwd_cpp,
+         self.n_bsegs) = segments(self.batch, self.L, self.dim, self.N, x.element_size(), self.sm)
+        self.bwd_progs = self.n_bsegs
         self.carry_blk = 128
 
-    def grid(self):
-        return (self.n_progs, self.n_blocks, self.batch)
+    def grid(self, backward=False):
+        return (self.n_bsegs if backward else self.n_segs, self.n_blocks, self.batch)
 
     def flags(self, delta_bias, delta_softplus, backward=False):
         bd, vec, warps = ((self.bwd_BD, self.bwd_VEC, self.bwd_warps) if backward else
                           (self.BD, self.VEC, self.warps))
         return dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), BT=self.BT, BD=bd, VEC=vec,
-                    num_warps=warps)
+                    BN=self.BN, num_warps=warps)
 
-    def carry(self, states, sums, A, adjoint):
+    def carry(self, states, sums, A, adjoint, n_segs):
         dn = self.dim * self.N
         _carry_kernel[(triton.cdiv(dn, self.carry_blk), 4, self.batch)](
-            states, sums, A, self.dim, self.N, self.n_chunks, ADJOINT=adjoint, CB=16, BLK=self.carry_blk,
+            states, sums, A, self.dim, self.N, n_segs, ADJOINT=adjoint, CB=16, BLK=self.carry_blk,
             num_warps=4)
 
 
 def ss2d_saved_like(x, delta, A, B, C):
     """Empty tensors shaped as what :func:`ss2d_fwd` saves (for the custom op's fake implementation)."""
     p = _Plan(x, A)
-    return (x.new_empty((p.batch, p.n_chunks, 4, p.dim, p.N), dtype=torch.float32),
-            x.new_empty((p.batch, p.n_chunks, 4, p.dim), dtype=torch.float32))
+    return (x.new_empty((p.batch, p.n_chunks, 2, p.dim, p.N), dtype=torch.float32),
+            x.new_empty((p.batch, p.n_segs, 4, p.dim, p.N), dtype=torch.float32))
 
 
 def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
-    """Fused SS2D forward on channels-last operands: returns (y (batch, H, W, D) fp32, saved tensors)."""
+    """Fused SS2D forward on channels-last operands: returns (y (batch, H, W, D) fp32, saved tensors).
+
+    Saved: the reverse routes' state entering every chunk (batch, n_chunks, 2, D, N) and every route's state
+    entering every segment (batch, n_segs, 4, D, N)."""
     x, delta, B, C = _prepare(x, delta, B, C)
-    A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
     p = _Plan(x, A)
+    A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
     dev = x.device
-    states = torch.empty(p.batch, p.n_chunks, 4, p.dim, p.N, device=dev, dtype=torch.float32)
-    sums = torch.empty(p.batch, p.n_chunks, 4, p.dim, device=dev, dtype=torch.float32)
-    y = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=torch.float32)
-    flags = p.flags(delta_bias, delta_softplus)
+    two = p.n_segs > 1
+    f32 = lambda *shape: torch.empty(*shape, device=dev, dtype=torch.float32)  # noqa: E731
+    entries = f32(p.batch, p.n_chunks, 2, p.dim, p.N)
+    seg = f32(p.batch, p.n_segs, 4, p.dim, p.N)  # segment summaries, then (after the carry) entries
+    seg_decay = f32(p.batch, p.n_segs, 4, p.dim) if two else dummy  # decay sums of the segments
+    seg_lo = f32(p.batch, p.n_segs, 2, p.dim) if two else dummy     # ... compensation of the reverse routes'
+
+    scratch = f32(p.batch, p.n_segs, 2, p.dim, p.N) if p.N > 1 else dummy  # carried values (see _carried)
+    y = f32(p.batch, p.H, p.W, p.dim)
+    flags = dict(p.flags(delta_bias, delta_softplus), TWO_LEVEL=two)
     bias = delta_bias if delta_bias is not None else dummy
-    common = (p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.cpp,
+    common = (p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.cpp, p.n_segs,
               x.stride(0), x.stride(2), delta.stride(0), delta.stride(2), delta.stride(3))
+    Bs = (B.stride(0), B.stride(2), B.stride(3), B.stride(4))
     for pair in (0, 1):
-        _fwd_summary_kernel[p.grid()](x, delta, A, B, bias, states, sums, *common,
-                                      B.stride(0), B.stride(2), B.stride(3), B.stride(4), PAIR=pair, **flags)
-    p.carry(states, sums, A, adjoint=False)
+        _fwd_summary_kernel[p.grid()](x, delta, A, B, bias, entries, seg, seg_decay, seg_lo, scratch, *common,
+                                      *Bs,
+                                      PAIR=pair, **flags)
+    if two:
+        p.carry(seg, seg_decay, A, adjoint=False, n_segs=p.n_segs)
     for pair in (0, 1):
-        _fwd_kernel[p.grid()](x, delta, A, B, C, D if D is not None else dummy, bias, states, y, *common,
-                              B.stride(0), B.stride(2), B.stride(3), B.stride(4),
-                              C.stride(0), C.stride(2), C.stride(3), C.stride(4),
+        _fwd_kernel[p.grid()](x, delta, A, B, C, D if D is not None else dummy, bias, entries, seg, seg_decay, seg_lo,
+                              scratch, y,
+                              *common, *Bs, C.stride(0), C.stride(2), C.stride(3), C.stride(4),
                               PAIR=pair, HAS_D=D is not None, **flags)
-    return y, (states, sums)
+    return y, (entries, seg)
 
 
 def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     """Fused SS2D backward: (dx, ddelta, dA, dB, dC, dD, ddelta_bias) in the shapes/dtypes of the inputs."""
-    states, sums = saved
+    entries, seg = saved
     x_in, delta_in, A_in, B_in, C_in, D_in, bias_in = x, delta, A, B, C, D, delta_bias
     x, delta, B, C = _prepare(x, delta, B, C)
     dy = _flat_hw(dy)
-    A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
     p = _Plan(x, A)
+    A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
     dev = x.device
-    adjoints = torch.empty_like(states)
-    flags = p.flags(delta_bias, delta_softplus)
+    two = p.n_bsegs > 1
+    f32 = lambda *shape: torch.empty(*shape, device=dev, dtype=torch.float32)  # noqa: E731
+    adj = f32(p.batch, p.n_chunks, 2, p.dim, p.N)  # the forward routes' adjoint entering every chunk
+    adj_seg = f32(p.batch, p.n_bsegs, 4, p.dim, p.N) if two else dummy
+    adj_seg_decay = f32(p.batch, p.n_bsegs, 4, p.dim) if two else dummy
+    adj_seg_lo = f32(p.batch, p.n_bsegs, 2, p.dim) if two else dummy
+    scratch = f32(p.batch, p.n_bsegs, 2, p.dim, p.N) if p.N > 1 else dummy
     bias = delta_bias if delta_bias is not None else dummy
     Cs = (C.stride(0), C.stride(2), C.stride(3), C.stride(4))
     for pair in (0, 1):
-        _bwd_summary_kernel[p.grid()](delta, A, C, bias, dy, adjoints, p.L, p.H, p.W, p.dim, p.N, p.n_chunks,
-                                      p.cpp, delta.stride(0), delta.stride(2), delta.stride(3), *Cs,
-                                      dy.stride(0), dy.stride(2), PAIR=pair, **flags)
-    p.carry(adjoints, sums, A, adjoint=True)
+        _bwd_summary_kernel[p.grid(backward=True)](
+            delta, A, C, bias, dy, adj, adj_seg, adj_seg_decay, adj_seg_lo, scratch, p.L, p.H, p.W, p.dim, p.N,
+            p.n_chunks, p.bwd_cpp, p.n_bsegs, delta.stride(0), delta.stride(2), delta.stride(3), *Cs,
+            dy.stride(0), dy.stride(2), PAIR=pair, TWO_LEVEL=two, **p.flags(delta_bias, delta_softplus))
+    if two:
+        p.carry(adj_seg, adj_seg_decay, A, adjoint=True, n_segs=p.n_bsegs)
     dx = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=x.dtype)
     ddelta = torch.empty(p.batch, p.H, p.W, 4, p.dim, device=dev, dtype=delta.dtype)
     # dB/dC sum over channel blocks in this buffer: fp32 when there are several blocks and B/C are half
     acc_dtype = B.dtype if p.bwd_blocks == 1 else torch.float32
     dB = torch.empty(p.batch, p.H, p.W, 4, p.N, device=dev, dtype=acc_dtype)
     dC = torch.empty(p.batch, p.H, p.W, 4, p.N, device=dev, dtype=acc_dtype)
-    pA = torch.empty(p.batch, p.bwd_progs, 4, p.dim, p.N, device=dev, dtype=torch.float32)
-    pD = torch.empty(p.batch, p.bwd_progs, p.dim, device=dev, dtype=torch.float32)
-    pbias = torch.empty(p.batch, p.bwd_progs, 4, p.dim, device=dev, dtype=torch.float32)
+    pA = f32(p.batch, p.bwd_progs, 4, p.dim, p.N)
+    pD = f32(p.batch, p.bwd_progs, p.dim)
+    pbias = f32(p.batch, p.bwd_progs, 4, p.dim)
     for pair in (0, 1):
         _bwd_kernel[(p.bwd_progs, p.batch)](
-            x, delta, A, B, C, D if D is not None else dummy, bias, dy, states, adjoints,
-            dx, ddelta, dB, dC, pA, pD, pbias,
-            p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.bwd_cpp, p.bwd_blocks,
+            x, delta, A, B, C, D if D is not None else dummy, bias, dy, entries, seg, adj, adj_seg, adj_seg_decay,
+            adj_seg_lo, scratch, dx, ddelta, dB, dC, pA, pD, pbias,
+            p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.bwd_cpp, p.bwd_blocks, p.n_bsegs, p.n_segs, p.fsegs_per_bseg,
             x.stride(0), x.stride(2), delta.stride(0), delta.stride(2), delta.stride(3),
             B.stride(0), B.stride(2), B.stride(3), B.stride(4), *Cs, dy.stride(0), dy.stride(2),
-            PAIR=pair, HAS_D=D is not None, BN=triton.next_power_of_2(p.N),
+            PAIR=pair, HAS_D=D is not None, TWO_LEVEL=two, FWD_TWO_LEVEL=p.n_segs > 1,
             **p.flags(delta_bias, delta_softplus, backward=True))
     dA = pA.sum((0, 1)).flatten(0, 1)
     dD = None if D_in is None else pD.sum((0, 1)).repeat(4).to(D_in.dtype)
