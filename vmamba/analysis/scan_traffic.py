@@ -13,6 +13,8 @@ included. Against it stands the ideal of the fused op: each operand read once, e
 """
 import math
 
+import torch
+
 from vmamba.ops import triton_ss2d as T
 
 __all__ = ['SECTOR', 'sectors', 'fused_traffic', 'ideal_bytes', 'input_bytes', 'backward_extra_memory',
@@ -132,27 +134,30 @@ def input_bytes(batch, H, W, D, N, in_size):
     return batch * H * W * (5 * D + 8 * N) * in_size
 
 
+def _plan(batch, H, W, D, N, in_size, sm=132):
+    """The kernels' own launch plan for this shape on a device with ``sm`` SMs (meta tensors, nothing runs)."""
+    dtype = {2: torch.bfloat16, 4: torch.float32}[in_size]
+    x = torch.empty(batch, H, W, D, device='meta', dtype=dtype)
+    A = torch.empty(4 * D, N, device='meta')
+    return x, A, T._Plan(x, A, sm)
+
+
 def backward_extra_memory(batch, H, W, D, N, in_size):
-    """Bytes the backward allocates beyond its outputs: the forward routes' adjoint chunk entries, with several
-    segments the segment summaries, for N > 1 the carried values' scratch, per-program partial sums and, when
-    the channels span several blocks and B/C are half precision, fp32 dB/dC accumulators."""
-    sh = _Shape(batch, H, W, D, N, in_size)
-    adjoints = batch * sh.n_chunks * 2 * D * N * 4
-    if sh.n_bsegs > 1:  # segment summaries (states, decay sums and compensations)
-        adjoints += batch * sh.n_bsegs * (4 * D * (N + 1) + 2 * D) * 4
-    if N > 1:  # the scratch rows of the carried values
-        adjoints += batch * sh.n_bsegs * 2 * D * N * 4
-    partials = batch * sh.n_bsegs * (4 * D * N + 4 * D + D) * 4
-    blocks = len(sh.blocks(sh.bBD))
-    acc = 0 if (blocks == 1 or in_size == 4) else 2 * batch * sh.L * 4 * N * 4
-    return adjoints + partials + acc
+    """Bytes the backward allocates beyond its outputs, from the kernels' own list of workspaces
+    (:func:`vmamba.ops.triton_ss2d.bwd_workspaces`: the forward routes' adjoint chunk entries, with several
+    segments the segment summaries, for N > 1 the carried values' scratch, per-program partial sums and, when the
+    channels span several blocks and B/C are half precision, fp32 dB/dC sums)."""
+    x, _, p = _plan(batch, H, W, D, N, in_size)
+    return sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+               for shape, dtype in T.bwd_workspaces(p, x.dtype).values())
 
 
 def saved_memory(batch, H, W, D, N):
-    """Bytes the forward saves for the backward besides its inputs: the reverse routes' chunk-entry states and
-    every route's segment-entry states."""
-    sh = _Shape(batch, H, W, D, N, 2)
-    return batch * (sh.n_chunks * 2 + sh.n_segs * 4) * D * N * 4
+    """Bytes the forward saves for the backward besides its inputs (the tensors of
+    :func:`vmamba.ops.triton_ss2d.ss2d_saved_like`: the reverse routes' chunk-entry states and every route's
+    segment-entry states)."""
+    x, A, _ = _plan(batch, H, W, D, N, 2)
+    return sum(t.numel() * t.element_size() for t in T.ss2d_saved_like(x, None, A, None, None, sm_count=132))
 
 
 def traffic_records(shapes, in_size=2):

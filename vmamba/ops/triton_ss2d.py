@@ -73,7 +73,8 @@ LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
 _LN2 = tl.constexpr(0.6931471805599453)
 
-__all__ = ['ss2d_fwd', 'ss2d_bwd', 'ss2d_saved_like', 'tile_config', 'FWD_KERNELS', 'BWD_KERNELS']
+__all__ = ['ss2d_fwd', 'ss2d_bwd', 'ss2d_saved_like', 'bwd_workspaces', 'segments', 'tile_config', 'FWD_KERNELS',
+           'BWD_KERNELS']
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -813,12 +814,12 @@ class _Plan:
     number ``fsegs_per_bseg`` of forward segments, so that its programs start from a saved segment entry.
     """
 
-    def __init__(self, x, A):
+    def __init__(self, x, A, sm_count=None):
         self.batch, self.H, self.W, self.dim = x.shape
         self.L = self.H * self.W
         self.N = A.shape[1]
         self.BN = triton.next_power_of_2(self.N)
-        self.sm = _sm_count(x.device)
+        self.sm = _sm_count(x.device) if sm_count is None else sm_count
         self.BT, self.BD, self.VEC, self.warps = tile_config(self.dim)
         _, self.bwd_BD, self.bwd_VEC, self.bwd_warps = tile_config(self.dim, backward=True)
         self.n_chunks = triton.cdiv(self.L, self.BT)
@@ -845,9 +846,29 @@ class _Plan:
             num_warps=4)
 
 
-def ss2d_saved_like(x, delta, A, B, C):
-    """Empty tensors shaped as what :func:`ss2d_fwd` saves (for the custom op's fake implementation)."""
-    p = _Plan(x, A)
+def bwd_workspaces(p, B_dtype):
+    """name -> (shape, dtype) of every buffer :func:`ss2d_bwd` allocates beyond its outputs, for plan ``p``; the
+    traffic model (vmamba/analysis/scan_traffic.py) prices the backward's extra memory from this."""
+    f32 = torch.float32
+    w = {'adjoint_entries': ((p.batch, p.n_chunks, 2, p.dim, p.N), f32)}  # forward routes', every chunk
+    if p.n_bsegs > 1:  # segment summaries, then entries; their decay sums and the compensation terms
+        w['segments'] = ((p.batch, p.n_bsegs, 4, p.dim, p.N), f32)
+        w['segment_decay'] = ((p.batch, p.n_bsegs, 4, p.dim), f32)
+        w['segment_lo'] = ((p.batch, p.n_bsegs, 2, p.dim), f32)
+    if p.N > 1:  # the carried values (see _carried)
+        w['scratch'] = ((p.batch, p.n_bsegs, 2, p.dim, p.N), f32)
+    w['partial_A'] = ((p.batch, p.bwd_progs, 4, p.dim, p.N), f32)
+    w['partial_D'] = ((p.batch, p.bwd_progs, p.dim), f32)
+    w['partial_bias'] = ((p.batch, p.bwd_progs, 4, p.dim), f32)
+    if p.bwd_blocks > 1 and B_dtype != f32:  # dB/dC summed over channel blocks in fp32, then cast
+        w['dB_sum'] = w['dC_sum'] = ((p.batch, p.H, p.W, 4, p.N), f32)
+    return w
+
+
+def ss2d_saved_like(x, delta, A, B, C, sm_count=None):
+    """Empty tensors shaped as what :func:`ss2d_fwd` saves (for the custom op's fake implementation and the
+    traffic model); ``sm_count`` overrides the device's."""
+    p = _Plan(x, A, sm_count)
     return (x.new_empty((p.batch, p.n_chunks, 2, p.dim, p.N), dtype=torch.float32),
             x.new_empty((p.batch, p.n_segs, 4, p.dim, p.N), dtype=torch.float32))
 
@@ -899,12 +920,11 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
     dev = x.device
     two = p.n_bsegs > 1
-    f32 = lambda *shape: torch.empty(*shape, device=dev, dtype=torch.float32)  # noqa: E731
-    adj = f32(p.batch, p.n_chunks, 2, p.dim, p.N)  # the forward routes' adjoint entering every chunk
-    adj_seg = f32(p.batch, p.n_bsegs, 4, p.dim, p.N) if two else dummy
-    adj_seg_decay = f32(p.batch, p.n_bsegs, 4, p.dim) if two else dummy
-    adj_seg_lo = f32(p.batch, p.n_bsegs, 2, p.dim) if two else dummy
-    scratch = f32(p.batch, p.n_bsegs, 2, p.dim, p.N) if p.N > 1 else dummy
+    work = {name: torch.empty(shape, device=dev, dtype=dtype)
+            for name, (shape, dtype) in bwd_workspaces(p, B.dtype).items()}
+    adj = work['adjoint_entries']
+    adj_seg, adj_seg_decay, adj_seg_lo = (work.get(k, dummy) for k in ('segments', 'segment_decay', 'segment_lo'))
+    scratch = work.get('scratch', dummy)
     bias = delta_bias if delta_bias is not None else dummy
     Cs = (C.stride(0), C.stride(2), C.stride(3), C.stride(4))
     for pair in (0, 1):
@@ -916,13 +936,9 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
         p.carry(adj_seg, adj_seg_decay, A, adjoint=True, n_segs=p.n_bsegs)
     dx = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=x.dtype)
     ddelta = torch.empty(p.batch, p.H, p.W, 4, p.dim, device=dev, dtype=delta.dtype)
-    # dB/dC sum over channel blocks in this buffer: fp32 when there are several blocks and B/C are half
-    acc_dtype = B.dtype if p.bwd_blocks == 1 else torch.float32
-    dB = torch.empty(p.batch, p.H, p.W, 4, p.N, device=dev, dtype=acc_dtype)
-    dC = torch.empty(p.batch, p.H, p.W, 4, p.N, device=dev, dtype=acc_dtype)
-    pA = f32(p.batch, p.bwd_progs, 4, p.dim, p.N)
-    pD = f32(p.batch, p.bwd_progs, p.dim)
-    pbias = f32(p.batch, p.bwd_progs, 4, p.dim)
+    # dB/dC sum over the channel blocks in fp32 buffers when there are several blocks and B/C are half
+    dB, dC = (work[k] if k in work else torch.empty(B.shape, device=dev, dtype=B.dtype) for k in ('dB_sum', 'dC_sum'))
+    pA, pD, pbias = work['partial_A'], work['partial_D'], work['partial_bias']
     for pair in (0, 1):
         _bwd_kernel[(p.bwd_progs, p.batch)](
             x, delta, A, B, C, D if D is not None else dummy, bias, dy, entries, seg, adj, adj_seg, adj_seg_decay,
