@@ -163,3 +163,26 @@ def test_triton_segment_geometry(monkeypatch, fwd_cpp, bwd_want, d_state):
     assert_rel_close(y, y_ref, 1e-5, 'y')
     for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
         assert_rel_close(g, g_ref, 1e-5, name)
+
+
+def test_triton_segments_with_half_inputs_and_several_channel_blocks(monkeypatch):
+    """Segments (forward and backward) with bf16 inputs and 130 channels, three backward channel blocks of 64 (the
+    last one partial): dB/dC are summed over the blocks in fp32 and cast once, every gradient comes back in its
+    input's dtype."""
+    from vmamba.ops import triton_ss2d
+    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 2)
+    monkeypatch.setattr(triton_ss2d, 'bwd_chunks_per_program', lambda n_chunks, *args: min(3, n_chunks))
+    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
+    dtype = torch.bfloat16
+    inputs = cast_inputs(ss2d_inputs(2, 130, 1, 5, 7), dtype)
+    plan = triton_ss2d._Plan(inputs[0].detach(), inputs[2].detach())
+    assert plan.n_segs == 3 and plan.n_bsegs == 2 and plan.bwd_blocks == 3
+    assert 'dB_sum' in triton_ss2d.bwd_workspaces(plan, dtype)
+    exact = [t.detach().to('cpu', torch.float64).requires_grad_() for t in inputs]
+    dy = output_grad((2, 5, 7, 130))
+    y_ref, grads_ref = run(ss2d_scan_ref, exact, dy)
+    y, grads = run(_fused('triton'), inputs, dy)
+    assert_half_close(y, y_ref, dtype, 'y')
+    for name, t, g, g_ref in zip(SS2D_GRAD_NAMES, inputs, grads, grads_ref):
+        assert g.dtype == t.dtype, name
+        assert_half_close(g, g_ref, dtype, name)
