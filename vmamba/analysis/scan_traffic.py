@@ -31,14 +31,14 @@ def sectors(nbytes, offset=0):
 
 
 class _Shape:
+    """The kernels' own launch plan for a shape (see :func:`_plan`), with the valid rows of every chunk."""
+
     def __init__(self, batch, H, W, D, N, in_size, sm=132):
-        self.batch, self.H, self.W, self.D, self.N, self.s = batch, H, W, D, N, in_size
-        self.L = H * W
-        self.BT, self.BD, self.VEC, self.warps = T.tile_config(D)
-        _, self.bBD, _, self.bwarps = T.tile_config(D, backward=True)
-        self.n_chunks = -(-self.L // self.BT)
+        _, _, p = _plan(batch, H, W, D, N, in_size, sm)
+        self.batch, self.H, self.W, self.D, self.N, self.s, self.L = batch, H, W, D, N, in_size, p.L
+        self.BT, self.BD, self.warps, self.bBD, self.bwarps = p.BT, p.BD, p.warps, p.bwd_BD, p.bwd_warps
+        self.n_chunks, self.n_segs, self.n_bsegs = p.n_chunks, p.n_segs, p.n_bsegs
         self.rows = [min(self.BT, self.L - c * self.BT) for c in range(self.n_chunks)]  # valid rows per chunk
-        self.cpp, self.n_segs, _, self.bwd_cpp, self.n_bsegs = T.segments(batch, self.L, D, N, in_size, sm)
 
     def blocks(self, bd):
         """Valid channels of each channel block."""
@@ -52,13 +52,9 @@ def _tile_sectors(sh, bd, elem):
 
 
 def _state_vectors(sh, bd, N, count):
-    """Sectors of ``count`` [BD] fp32 loads or stores per state of a (..., N, D) array, over the blocks."""
+    """Sectors of ``count`` [BD] fp32 loads or stores per state of a (..., N, D) array, over the blocks (an
+    [N, BD] tile of such an array is N of them)."""
     return count * N * sum(sectors(c * 4) for c in sh.blocks(bd))
-
-
-def _state_tiles(sh, bd, N, count):
-    """Sectors of ``count`` [N, BD] fp32 tiles of a (..., N, D) array (N runs of BD floats), over the blocks."""
-    return _state_vectors(sh, bd, N, count)
 
 
 def fused_traffic(batch, H, W, D, N, in_size):
@@ -76,7 +72,7 @@ def fused_traffic(batch, H, W, D, N, in_size):
     # chunk; with several segments also the forward delta and B and the segment stores (2 states, 3 sums).
     summary = 2 * tile_in + N * scalar_rows + _state_vectors(sh, sh.BD, N, nc)
     if two:
-        summary += tile_in + N * scalar_rows + sh.n_segs * (_state_tiles(sh, sh.BD, N, 2) + 3 * vec_f32 // nc)
+        summary += tile_in + N * scalar_rows + sh.n_segs * (_state_vectors(sh, sh.BD, N, 2) + 3 * vec_f32 // nc)
     # main (top-down): x, both deltas, B/C of both routes per state (A is loaded once per program for N = 1,
     # per chunk and state otherwise), the reverse entries per state (stored back exact when there are several
     # segments, which also load 2 segment entries and 2 sums per program), y; the column pair also loads y
@@ -84,7 +80,7 @@ def fused_traffic(batch, H, W, D, N, in_size):
     if N > 1:
         main += 2 * _state_vectors(sh, sh.BD, N, nc)
     if two:
-        main += _state_vectors(sh, sh.BD, N, nc) + sh.n_segs * (_state_tiles(sh, sh.BD, N, 2) + 2 * vec_f32 // nc)
+        main += _state_vectors(sh, sh.BD, N, nc) + sh.n_segs * (_state_vectors(sh, sh.BD, N, 2) + 2 * vec_f32 // nc)
     fwd_pairs = 2 * (summary + main) + tile_f32
     # carry over segments: per (segment, route) read S (D*N) and the decay sums (D), write the entries (D*N)
     carry = lambda n: 4 * n * (2 * sectors(D * N * 4) + sectors(D * 4))  # noqa: E731
@@ -94,7 +90,7 @@ def fused_traffic(batch, H, W, D, N, in_size):
     # and the segment stores (2 states, 3 sums).
     bsummary = tile_f32 + tile_in + N * scalar_rows + _state_vectors(sh, sh.BD, N, nc)
     if btwo:
-        bsummary += tile_in + N * scalar_rows + sh.n_bsegs * (_state_tiles(sh, sh.BD, N, 2) + 3 * vec_f32 // nc)
+        bsummary += tile_in + N * scalar_rows + sh.n_bsegs * (_state_vectors(sh, sh.BD, N, 2) + 3 * vec_f32 // nc)
     # main per channel block: x, dy, both deltas, B and C of both routes, the entry of both routes per state
     # (and A, for N > 1), the two d delta stores, the dx store (the column pair also loads it), dB/dC of both
     # routes per row (loaded again for the second and later blocks); per program the segment entries and sums
@@ -111,7 +107,7 @@ def fused_traffic(batch, H, W, D, N, in_size):
              + 3 * btile_in                               # the two d delta stores, the dx store
              + 2 * 2 * bc_row * len(b_blocks)             # dB, dC of both routes, stored per block
              + 2 * 2 * bc_row * (len(b_blocks) - 1))      # ... and reloaded by the later blocks
-    bmain += sh.n_bsegs * (_state_tiles(sh, sh.bBD, N, 3 if btwo else 1) + (2 * bvec // nc if btwo else 0))
+    bmain += sh.n_bsegs * (_state_vectors(sh, sh.bBD, N, 3 if btwo else 1) + (2 * bvec // nc if btwo else 0))
     bwd_pairs = 2 * (bsummary + bmain) + btile_in          # + the column pair's read of dx
     progs = sh.n_bsegs
     partials = batch * progs * (4 * D * N + 4 * D + D) * 4 * 2  # written by the kernels, read by torch.sum

@@ -827,7 +827,6 @@ class _Plan:
         self.bwd_blocks = triton.cdiv(self.dim, self.bwd_BD)
         (self.cpp, self.n_segs, self.fsegs_per_bseg, self.bwd_cpp,
          self.n_bsegs) = segments(self.batch, self.L, self.dim, self.N, x.element_size(), self.sm)
-        self.bwd_progs = self.n_bsegs
         self.carry_blk = 128
 
     def grid(self, backward=False):
@@ -857,9 +856,9 @@ def bwd_workspaces(p, B_dtype):
         w['segment_lo'] = ((p.batch, p.n_bsegs, 2, p.dim), f32)
     if p.N > 1:  # the carried values (see _carried)
         w['scratch'] = ((p.batch, p.n_bsegs, 2, p.dim, p.N), f32)
-    w['partial_A'] = ((p.batch, p.bwd_progs, 4, p.dim, p.N), f32)
-    w['partial_D'] = ((p.batch, p.bwd_progs, p.dim), f32)
-    w['partial_bias'] = ((p.batch, p.bwd_progs, 4, p.dim), f32)
+    w['partial_A'] = ((p.batch, p.n_bsegs, 4, p.dim, p.N), f32)
+    w['partial_D'] = ((p.batch, p.n_bsegs, p.dim), f32)
+    w['partial_bias'] = ((p.batch, p.n_bsegs, 4, p.dim), f32)
     if p.bwd_blocks > 1 and B_dtype != f32:  # dB/dC summed over channel blocks in fp32, then cast
         w['dB_sum'] = w['dC_sum'] = ((p.batch, p.H, p.W, 4, p.N), f32)
     return w
@@ -940,7 +939,7 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     dB, dC = (work[k] if k in work else torch.empty(B.shape, device=dev, dtype=B.dtype) for k in ('dB_sum', 'dC_sum'))
     pA, pD, pbias = work['partial_A'], work['partial_D'], work['partial_bias']
     for pair in (0, 1):
-        _bwd_kernel[(p.bwd_progs, p.batch)](
+        _bwd_kernel[(p.n_bsegs, p.batch)](
             x, delta, A, B, C, D if D is not None else dummy, bias, dy, entries, seg, adj, adj_seg, adj_seg_decay,
             adj_seg_lo, scratch, dx, ddelta, dB, dC, pA, pD, pbias,
             p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.bwd_cpp, p.bwd_blocks, p.n_bsegs, p.n_segs, p.fsegs_per_bseg,
