@@ -12,6 +12,28 @@ BACKENDS = ('torch', 'triton')
 #: mamba's test tolerances (rtol, atol) for half-precision inputs (tests/ops/test_selective_scan.py).
 HALF_TOL = {torch.float16: (3e-3, 5e-3), torch.bfloat16: (3e-2, 5e-2)}
 GRAD_NAMES = ('du', 'ddelta', 'dA', 'dB', 'dC', 'dD', 'ddelta_bias')
+SS2D_GRAD_NAMES = ('dx',) + GRAD_NAMES[1:]  # the fused op takes x where the plain op takes u
+
+# (batch, groups, channels per group, d_state, L) of the plain op: every L in {1, 7, 64, 130, 2049+} and N in
+# {1, 4, 16}.
+PLAIN_CASES = [
+    (2, 2, 3, 1, 1),
+    (2, 2, 3, 4, 7),
+    (2, 2, 2, 16, 64),
+    (2, 4, 4, 1, 130),
+    (1, 2, 3, 4, 130),
+    (1, 2, 1, 1, 2049),
+    (1, 1, 2, 4, 2051),
+]
+# (batch, D, d_state, H, W) of the fused op: odd and non-square maps, N in {1, 4, 16}, and one map with
+# L = 2115 > 2049.
+SS2D_CASES = [
+    (2, 3, 1, 1, 1),
+    (2, 3, 4, 3, 5),
+    (1, 2, 16, 7, 9),
+    (2, 4, 1, 13, 11),
+    (1, 2, 1, 45, 47),
+]
 
 
 def scan_inputs(batch, groups, dim, d_state, length, seed=0, with_D=True, with_bias=True):

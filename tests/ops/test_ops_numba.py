@@ -6,34 +6,17 @@ import torch
 
 numba = pytest.importorskip('numba')
 
-from ops_testlib import (GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs, output_grad,  # noqa: E402
-                         plain_reference, run, scan_inputs, ss2d_inputs, ss2d_reference)
+import ops_testlib  # noqa: E402
+from ops_testlib import (GRAD_NAMES, PLAIN_CASES, SS2D_GRAD_NAMES, assert_half_close, assert_rel_close,  # noqa: E402
+                         cast_inputs, output_grad, plain_reference, run, scan_inputs, ss2d_inputs, ss2d_reference)
 from vmamba.ops import (resolve_backend, selective_scan, selective_scan_ref, ss2d_scan_ref,  # noqa: E402
                         ss2d_selective_scan)
 from vmamba.ops import numba_scan  # noqa: E402
 from vmamba.ops.dispatch import ENV_VAR  # noqa: E402
 
-SS2D_GRAD_NAMES = ('dx',) + GRAD_NAMES[1:]
-# (batch, D, d_state, H, W): the torch/triton cases, plus several channel blocks (a ragged one), N = 16 with many
-# backward chunks, and N = 1 with many chunks (L = 2115 > the N = 1 chunk length).
-SS2D_CASES = [
-    (2, 3, 1, 1, 1),
-    (2, 3, 4, 3, 5),
-    (1, 2, 16, 7, 9),
-    (2, 4, 1, 13, 11),
-    (1, 2, 1, 45, 47),
-    (2, 70, 1, 9, 13),
-    (1, 20, 16, 9, 11),
-]
-PLAIN_CASES = [
-    (2, 2, 3, 1, 1),
-    (2, 2, 3, 4, 7),
-    (2, 2, 2, 16, 64),
-    (2, 4, 4, 1, 130),
-    (1, 2, 3, 4, 130),
-    (1, 2, 1, 1, 2049),
-    (1, 1, 2, 4, 2051),
-]
+# the torch/triton cases (N = 1 with many chunks among them: L = 2115 > the N = 1 chunk length), plus several
+# channel blocks (a ragged one) and N = 16 with many backward chunks
+SS2D_CASES = ops_testlib.SS2D_CASES + [(2, 70, 1, 9, 13), (1, 20, 16, 9, 11)]
 
 
 def _fused(*a):

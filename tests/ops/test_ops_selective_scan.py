@@ -4,18 +4,8 @@ import torch
 
 from ops_testlib import (BACKENDS, DEVICE, GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
                          output_grad, plain_reference, run, scan_inputs)
+from ops_testlib import PLAIN_CASES as CASES
 from vmamba.ops import selective_scan, selective_scan_ref
-
-# (batch, groups, channels per group, d_state, L): every L in {1, 7, 64, 130, 2049+} and N in {1, 4, 16}.
-CASES = [
-    (2, 2, 3, 1, 1),
-    (2, 2, 3, 4, 7),
-    (2, 2, 2, 16, 64),
-    (2, 4, 4, 1, 130),
-    (1, 2, 3, 4, 130),
-    (1, 2, 1, 1, 2049),
-    (1, 1, 2, 4, 2051),
-]
 
 
 def _scan(backend, softplus=True):

@@ -2,23 +2,12 @@
 import pytest
 import torch
 
-from ops_testlib import (BACKENDS, DEVICE, GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
+from ops_testlib import (BACKENDS, DEVICE, SS2D_GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
                          output_grad, run, ss2d_inputs, ss2d_reference)
+from ops_testlib import SS2D_CASES as CASES
 from vmamba.ops import (cross_merge, cross_merge_ref, cross_scan, cross_scan_ref, route_ref, ss2d_scan_ref,
                         ss2d_selective_scan)
 from vmamba.ops.routes import route_index, route_maps, unroute_maps
-
-# (batch, D, d_state, H, W): odd and non-square maps, N in {1, 4, 16}, and one map with L = 2115 > 2049.
-CASES = [
-    (2, 3, 1, 1, 1),
-    (2, 3, 4, 3, 5),
-    (1, 2, 16, 7, 9),
-    (2, 4, 1, 13, 11),
-    (1, 2, 1, 45, 47),
-]
-
-
-SS2D_GRAD_NAMES = ('dx',) + GRAD_NAMES[1:]
 
 
 def _fused(backend):
