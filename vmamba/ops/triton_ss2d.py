@@ -612,8 +612,8 @@ def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, A_tile
         dB = tl.where(sel, tl.sum(g * dt * u, axis=1)[:, None], dB)
         dC = tl.where(sel, tl.sum(h * dy, axis=1)[:, None], dC)
         acc_A = tl.where(sel, acc_A + tl.sum(g * ah * dt, axis=0)[:, None], acc_A)
-    if SOFTPLUS:  # d softplus(x)/dx = sigmoid(x) = exp(x - softplus(x))
-        ddt = tl.where(pre <= 20.0, ddt * _exp2((pre - dt) * _LOG2E), ddt)
+    if SOFTPLUS:  # d softplus(x)/dx = sigmoid(x) = exp(x - softplus(x)), exactly 1 above 20 (softplus(x) = x)
+        ddt = ddt * _exp2((pre - dt) * _LOG2E)
     ddt = tl.where(m2, ddt, 0.0)
     acc_bias += tl.sum(ddt, axis=0)
     tl.store(ddl_ptr + b * L * 4 * Dm + s[:, None] * 4 * Dm + k * Dm + d[None, :],
