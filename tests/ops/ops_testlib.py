@@ -114,6 +114,16 @@ def assert_rel_close(actual, expected, rel, name):
     assert err <= rel * scale + 1e-12, f'{name}: max error {err:.3e} > {rel:g} x max |ref| {scale:.3e}'
 
 
+def assert_outputs_close(y, grads, y_ref, grads_ref, names, rel=1e-5, dtype=None):
+    """y and every gradient (named ``names``) against the reference with :func:`assert_rel_close`; each has the
+    reference's shape and, if given, ``dtype``."""
+    assert len(grads) == len(grads_ref) == len(names), (len(grads), len(grads_ref), names)
+    for name, g, g_ref in zip(('y',) + tuple(names), (y,) + tuple(grads), (y_ref,) + tuple(grads_ref)):
+        assert g.shape == g_ref.shape, f'{name}: shape {tuple(g.shape)}, reference {tuple(g_ref.shape)}'
+        assert dtype is None or g.dtype == dtype, f'{name}: dtype {g.dtype}, expected {dtype}'
+        assert_rel_close(g, g_ref, rel, name)
+
+
 def assert_half_close(actual, expected, dtype, name):
     """mamba's half-precision tolerances, atol scaled by the tensor's magnitude (gradients are sums)."""
     rtol, atol = HALF_TOL[dtype]

@@ -7,8 +7,9 @@ import torch
 numba = pytest.importorskip('numba')
 
 import ops_testlib  # noqa: E402
-from ops_testlib import (GRAD_NAMES, PLAIN_CASES, SS2D_GRAD_NAMES, assert_half_close, assert_rel_close,  # noqa: E402
-                         cast_inputs, output_grad, plain_reference, run, scan_inputs, ss2d_inputs, ss2d_reference)
+from ops_testlib import (GRAD_NAMES, PLAIN_CASES, SS2D_GRAD_NAMES, assert_half_close,  # noqa: E402
+                         assert_outputs_close, assert_rel_close, cast_inputs, output_grad, plain_reference, run,
+                         scan_inputs, ss2d_inputs, ss2d_reference)
 from vmamba.ops import (resolve_backend, selective_scan, selective_scan_ref, ss2d_scan_ref,  # noqa: E402
                         ss2d_selective_scan)
 from vmamba.ops import numba_scan  # noqa: E402
@@ -37,11 +38,7 @@ def _scan_dominated_ss2d(batch, dim, N, H, W, seed=3):
 def test_ss2d_fp32_matches_reference(case):
     y_ref, grads_ref = ss2d_reference(case)
     y, grads = run(_fused, cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
-    assert y.dtype == torch.float32 and y.shape == y_ref.shape
-    assert_rel_close(y, y_ref, 1e-5, 'y')
-    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
-        assert g.shape == g_ref.shape and g.dtype == torch.float32, name
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES, dtype=torch.float32)
 
 
 def test_ss2d_scan_dominated_inputs():
@@ -55,20 +52,14 @@ def test_ss2d_scan_dominated_inputs():
     no_scan = ss2d_scan_ref(*plain[:3], torch.zeros_like(plain[3]), *plain[4:])  # B = 0: only the D skip
     assert (y_ref - no_scan).abs().max() > 0.5 * y_ref.abs().max()  # the scan is most of the output
     y, grads = run(_fused, cast_inputs(raw, torch.float32), dy)
-    assert_rel_close(y, y_ref, 1e-5, 'y')
-    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
 
 
 @pytest.mark.parametrize('case', PLAIN_CASES, ids=lambda c: 'b{}k{}d{}n{}L{}'.format(*c))
 def test_plain_fp32_matches_reference(case):
     y_ref, grads_ref = plain_reference(case)
     y, grads = run(_plain(), cast_inputs(scan_inputs(*case), torch.float32), output_grad(y_ref.shape))
-    assert y.dtype == torch.float32 and y.shape == y_ref.shape
-    assert_rel_close(y, y_ref, 1e-5, 'y')
-    for name, g, g_ref in zip(GRAD_NAMES, grads, grads_ref):
-        assert g.dtype == torch.float32 and g.shape == g_ref.shape, name
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert_outputs_close(y, grads, y_ref, grads_ref, GRAD_NAMES, dtype=torch.float32)
 
 
 def test_plain_optional_arguments():
@@ -138,10 +129,9 @@ def test_strided_operands_as_the_model_passes_them():
     assert not B32.is_contiguous() and not d32.is_contiguous()
     y = ss2d_selective_scan(x32, d32, A32, B32, C32, D32, b32, backend='numba')
     grads = torch.autograd.grad(y, [x32, d32, A32, p32, D32, b32], dy.float())
-    assert_rel_close(y, y_ref, 1e-5, 'y')
     dB, dC = grads[3][..., R:R + N], grads[3][..., R + N:]
-    for name, g, g_ref in zip(SS2D_GRAD_NAMES, [grads[0], grads[1], grads[2], dB, dC, grads[4], grads[5]], grads_ref):
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert_outputs_close(y, [grads[0], grads[1], grads[2], dB, dC, grads[4], grads[5]], y_ref, grads_ref,
+                         SS2D_GRAD_NAMES)
 
 
 def _all_outputs(fn, inputs, dy):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ops_testlib import (BACKENDS, DEVICE, GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
-                         output_grad, plain_reference, run, scan_inputs)
+from ops_testlib import (BACKENDS, DEVICE, GRAD_NAMES, assert_half_close, assert_outputs_close, assert_rel_close,
+                         cast_inputs, output_grad, plain_reference, run, scan_inputs)
 from ops_testlib import PLAIN_CASES as CASES
 from vmamba.ops import selective_scan, selective_scan_ref
 
@@ -17,11 +17,7 @@ def _scan(backend, softplus=True):
 def test_fp32_matches_reference(backend, case):
     y_ref, grads_ref = plain_reference(case)
     y, grads = run(_scan(backend), cast_inputs(scan_inputs(*case), torch.float32), output_grad(y_ref.shape))
-    assert y.dtype == torch.float32 and y.shape == y_ref.shape
-    assert_rel_close(y, y_ref, 1e-5, 'y')
-    for name, g, g_ref in zip(GRAD_NAMES, grads, grads_ref):
-        assert g.dtype == torch.float32 and g.shape == g_ref.shape, name
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert_outputs_close(y, grads, y_ref, grads_ref, GRAD_NAMES, dtype=torch.float32)
 
 
 @pytest.mark.parametrize('backend', BACKENDS)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from ops_testlib import (BACKENDS, DEVICE, SS2D_GRAD_NAMES, assert_half_close, assert_rel_close, cast_inputs,
-                         output_grad, run, ss2d_inputs, ss2d_reference)
+from ops_testlib import (BACKENDS, DEVICE, SS2D_GRAD_NAMES, assert_half_close, assert_outputs_close,
+                         assert_rel_close, cast_inputs, output_grad, run, ss2d_inputs, ss2d_reference)
 from ops_testlib import SS2D_CASES as CASES
 from vmamba.ops import (cross_merge, cross_merge_ref, cross_scan, cross_scan_ref, route_ref, ss2d_scan_ref,
                         ss2d_selective_scan)
@@ -19,11 +19,8 @@ def _fused(backend):
 def test_fp32_matches_reference(backend, case):
     y_ref, grads_ref = ss2d_reference(case)
     y, grads = run(_fused(backend), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
-    assert y.dtype == torch.float32 and y.shape == y_ref.shape
-    assert_rel_close(y, y_ref, 1e-5, 'y')
-    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
-        assert g.shape == g_ref.shape, name
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert y.dtype == torch.float32
+    assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
@@ -124,9 +121,7 @@ def test_triton_gpu_chunk_length(monkeypatch, case):
     monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
     y_ref, grads_ref = ss2d_reference(case)
     y, grads = run(_fused('triton'), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
-    assert_rel_close(y, y_ref, 1e-5, 'y')
-    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
 
 
 @pytest.mark.parametrize('fwd_cpp,bwd_want,d_state', [(1, 1, 1), (3, 5, 2), (2, 10 ** 6, 1)],
@@ -149,9 +144,7 @@ def test_triton_segment_geometry(monkeypatch, fwd_cpp, bwd_want, d_state):
     assert plan.bwd_cpp % fwd_cpp == 0 or plan.n_bsegs == 1
     y_ref, grads_ref = ss2d_reference(case)
     y, grads = run(_fused('triton'), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
-    assert_rel_close(y, y_ref, 1e-5, 'y')
-    for name, g, g_ref in zip(SS2D_GRAD_NAMES, grads, grads_ref):
-        assert_rel_close(g, g_ref, 1e-5, name)
+    assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
 
 
 def test_triton_segments_with_half_inputs_and_several_channel_blocks(monkeypatch):
