@@ -113,10 +113,37 @@ def test_strided_operands_as_the_model_passes_them(backend):
     assert_rel_close(y, ref, 1e-5, 'y')
 
 
-@pytest.mark.parametrize('case', [(1, 3, 1, 11, 13), (1, 2, 2, 3, 40)], ids=['11x13', '3x40'])
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('dy_layout', ['transposed', 'batch_broadcast'])
+def test_channel_sliced_x_and_strided_output_grads(backend, dy_layout):
+    """x a channel slice of a wider map (position stride 2D) and an upstream gradient that is a transposed view
+    or broadcast over the batch (batch stride 0): copied where the kernels cannot index them, never misread."""
+    batch, dim, N, H, W = 2, 6, 1, 5, 7
+    raw = ss2d_inputs(batch, dim, N, H, W)
+    if dy_layout == 'transposed':
+        dy = output_grad((batch, W, H, dim)).transpose(1, 2)
+    else:
+        dy = output_grad((H, W, dim)).expand(batch, H, W, dim)
+    y_ref, grads_ref = run(ss2d_scan_ref, cast_inputs(raw, torch.float64, 'cpu'), dy)
+    x_wide = torch.cat([raw[0], torch.randn_like(raw[0])], -1).to(DEVICE, torch.float32).requires_grad_()
+    rest = cast_inputs(raw, torch.float32)[1:]
+    x = x_wide[..., :dim]
+    assert x.stride(2) == 2 * dim
+    y = ss2d_selective_scan(x, *rest, backend=backend)
+    dy32 = dy.to(device=y.device, dtype=torch.float32) if dy_layout == 'transposed' else \
+        output_grad((H, W, dim)).to(device=y.device, dtype=torch.float32).expand(batch, H, W, dim)
+    assert not dy32.is_contiguous()
+    grads = torch.autograd.grad(y, [x_wide] + rest, dy32)
+    assert (grads[0][..., dim:] == 0).all()
+    assert_outputs_close(y, [grads[0][..., :dim]] + list(grads[1:]), y_ref, grads_ref, SS2D_GRAD_NAMES)
+
+
+@pytest.mark.parametrize('case', [(1, 3, 1, 11, 13), (1, 2, 2, 3, 40), (1, 3, 1, 16, 5)],
+                         ids=['11x13', '3x40', '16x5'])
 def test_triton_gpu_chunk_length(monkeypatch, case):
     """The chunk length the GPU uses (8 positions; the interpreter defaults to longer ones): chunks that wrap
-    between columns, several chunks per column and columns shorter than a chunk."""
+    between columns, several chunks per column, columns shorter than a chunk, and columns a whole number of
+    chunks long (the column pair's positions then affine in the row, no wrap code compiled)."""
     from vmamba.ops import triton_ss2d
     monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
     y_ref, grads_ref = ss2d_reference(case)

@@ -173,10 +173,10 @@ def _fused_launches(batch, H, W, D, N):
     cpp, n_segs, fsegs_per_seg, bwd_cpp, n_bsegs = T.segments(batch, L, D, N, 2, sm)
     ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=n_chunks, chunks_per_prog=cpp, n_segs=n_segs,
                 n_blocks=-(-D // bBD), n_fsegs=n_segs, fsegs_per_seg=fsegs_per_seg,
-                sxb=L * D, sxp=D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
-                sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D, syp=D)
+                sxb=L * D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
+                sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D)
     BN = triton.next_power_of_2(N)
-    flags = dict(HAS_BIAS=True, SOFTPLUS=True, BT=BT, BN=BN, TWO_LEVEL=n_segs > 1)
+    flags = dict(HAS_BIAS=True, SOFTPLUS=True, BT=BT, BN=BN, TWO_LEVEL=n_segs > 1, WRAP=H % BT != 0)
     bflags = dict(flags, TWO_LEVEL=n_bsegs > 1)
     bints = dict(ints, chunks_per_prog=bwd_cpp, n_segs=n_bsegs)
     out = []

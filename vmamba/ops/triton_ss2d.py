@@ -147,19 +147,23 @@ def _scan_adjoint(c, a, REVERSE: tl.constexpr):
 
 @triton.jit
 def _softplus(x):
-    """log(1 + e^x) to fp32 round-off, identity above 20 (torch's threshold); no log1p needed: a series below
-    e^x = 1/16 (where log(1 + z) would lose digits), log2 above."""
-    z = _exp2(tl.minimum(x, 20.0) * _LOG2E)
-    series = z * (1.0 - z * (0.5 - z * (0.33333334 - z * (0.25 - z * 0.2))))
-    return tl.where(x > 20.0, x, tl.where(z < 0.0625, series, _log2(1.0 + z) * _LN2))
+    """log(1 + e^x) = max(x, 0) + log(1 + e^-|x|) to fp32 round-off; no select for torch's threshold (above 20
+    the second term is under half an ulp of x, so the sum rounds to x exactly, as torch's identity there), and
+    -inf (masked positions) gives 0. No log1p needed: a series below e^-|x| = 1/16 (where log(1 + w) would
+    lose digits), log2 above."""
+    w = _exp2(-tl.abs(x) * _LOG2E)
+    series = w * (1.0 - w * (0.5 - w * (0.33333334 - w * (0.25 - w * 0.2))))
+    return tl.maximum(x, 0.0) + tl.where(w < 0.0625, series, _log2(1.0 + w) * _LN2)
 
 
 @triton.jit
-def _rows(c, L, H, W, BT: tl.constexpr, PAIR: tl.constexpr):
+def _rows(c, L, H, W, BT: tl.constexpr, PAIR: tl.constexpr, WRAP: tl.constexpr):
     """Flat spatial index h*W + w of the BT positions of chunk c of the pair's sequence, and their validity.
 
     Row pair: position l itself. Column pair: l = w*H + h, computed from the chunk start with one division per
-    chunk (rows wrap into the next column at most once when H >= BT; tiny maps take the general path).
+    chunk. When H is a multiple of BT (not WRAP) every chunk lies inside one column, so its positions, and every
+    operand's addresses, are affine in the row (s = s0 + t*W); otherwise rows wrap into the next column at most
+    once when H >= BT, and tiny maps take the general path.
     """
     t = tl.arange(0, BT)
     l = c * BT + t
@@ -169,14 +173,13 @@ def _rows(c, L, H, W, BT: tl.constexpr, PAIR: tl.constexpr):
     else:
         w0 = (c * BT) // H
         h = c * BT - w0 * H + t
-        if H >= BT:
+        if not WRAP:
+            s = h * W + w0
+        elif H >= BT:
             wrap = h >= H
-            w = w0 + wrap.to(tl.int32)
-            h = tl.where(wrap, h - H, h)
+            s = tl.where(wrap, h - H, h) * W + w0 + wrap.to(tl.int32)
         else:
-            w = w0 + h // H
-            h = h % H
-        s = h * W + w
+            s = (h % H) * W + w0 + h // H
     return s, valid, t
 
 
@@ -198,12 +201,17 @@ def _route_vector(ptr, k, Dm, d, md, PRESENT: tl.constexpr, BD: tl.constexpr):
 
 @triton.jit
 def _step_sizes(dl_ptr, sdl, s, m2, d, bias, SOFTPLUS: tl.constexpr):
-    """(pre-activation, Δ) tiles of one route: delta + bias, softplus'd, zero where masked (identity step)."""
-    pre = tl.load(dl_ptr + s[:, None] * sdl + d[None, :], mask=m2, other=0.0).to(tl.float32) + bias[None, :]
-    dt = pre
+    """(pre-activation, Δ) tiles of one route: Δ = delta + bias, softplus'd; 0 where masked (the identity step).
+    With softplus the masked entries load as -inf, which softplus takes to 0 exactly (and its slope
+    exp(pre - Δ) too), so no select is needed."""
+    ptrs = dl_ptr + s[:, None] * sdl + d[None, :]
     if SOFTPLUS:
+        pre = tl.load(ptrs, mask=m2, other=float('-inf')).to(tl.float32) + bias[None, :]
         dt = _softplus(pre)
-    return pre, tl.where(m2, dt, 0.0)
+    else:
+        pre = tl.load(ptrs, mask=m2, other=0.0).to(tl.float32) + bias[None, :]
+        dt = tl.where(m2, pre, 0.0)
+    return pre, dt
 
 
 @triton.jit
@@ -320,8 +328,8 @@ def _rate(A_tile, A_ptr, k, Dm, N, n, d, md, offs_n, BN: tl.constexpr):
 @triton.jit
 def _fwd_summary_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, er_ptr, seg_ptr, segs_ptr, lo_ptr, scr_ptr,
                         L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs,
-                        sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn,
-                        PAIR: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                        sxb, sdb, sdp, sdk, sBb, sBp, sBk, sBn,
+                        PAIR: tl.constexpr, WRAP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                         TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
                         BN: tl.constexpr):
     """Walks its segment's chunks bottom-up: the reverse route's state entering every chunk from below (from a
@@ -348,9 +356,9 @@ def _fwd_summary_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, er_ptr, seg_ptr, 
     c1 = tl.minimum(c0 + chunks_per_prog, n_chunks)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
-        s, valid, t = _rows(c, L, H, W, BT, PAIR)
+        s, valid, t = _rows(c, L, H, W, BT, PAIR, WRAP)
         m2 = valid[:, None] & md[None, :]
-        u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        u = tl.load(x_ptr + b * sxb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
         _, dtr = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
         row = (b * n_chunks + c) * 2 + PAIR
         if TWO_LEVEL:
@@ -422,10 +430,10 @@ def _carry_kernel(st_ptr, sd_ptr, A_ptr, Dm, N, n_chunks, ADJOINT: tl.constexpr,
 def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, er_ptr, seg_ptr, segs_ptr, lo_ptr, scr_ptr,
                 y_ptr,
                 L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs,
-                sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn,
-                PAIR: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
-                BN: tl.constexpr):
+                sxb, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn,
+                PAIR: tl.constexpr, WRAP: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                VEC: tl.constexpr, BN: tl.constexpr):
     """Walks its segment's chunks top-down: the forward route from the state carried in registers, the reverse
     route from its saved chunk-entry states (made exact with the segment carry when there are several segments,
     and written back for the backward); y = (row pair) or += (column pair)."""
@@ -454,9 +462,9 @@ def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, er_ptr, seg
         total_lo = tl.load(lo_ptr + ((b * n_segs + j) * 2 + PAIR) * Dm + d, mask=md, other=0.0)
     c0 = j * chunks_per_prog
     for c in range(c0, tl.minimum(c0 + chunks_per_prog, n_chunks)):
-        s, valid, t = _rows(c, L, H, W, BT, PAIR)
+        s, valid, t = _rows(c, L, H, W, BT, PAIR, WRAP)
         m2 = valid[:, None] & md[None, :]
-        u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        u = tl.load(x_ptr + b * sxb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
         y = Dsum[None, :] * u
         _, dt = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
         for n in range(N):  # the forward route: top-down from the carried state
@@ -495,8 +503,8 @@ def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, er_ptr, seg
 @triton.jit
 def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, qe_ptr, seg_ptr, segs_ptr, lo_ptr, scr_ptr,
                         L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs,
-                        sdb, sdp, sdk, sCb, sCp, sCk, sCn, syb, syp,
-                        PAIR: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                        sdb, sdp, sdk, sCb, sCp, sCk, sCn, syb,
+                        PAIR: tl.constexpr, WRAP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                         TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
                         BN: tl.constexpr):
     """Walks its segment's chunks bottom-up: the forward route's adjoint q = a * dL/dh entering every chunk
@@ -523,9 +531,9 @@ def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, qe_ptr, seg_ptr,
     c1 = tl.minimum(c0 + chunks_per_prog, n_chunks)
     for i in range(0, c1 - c0):
         c = c1 - 1 - i
-        s, valid, t = _rows(c, L, H, W, BT, PAIR)
+        s, valid, t = _rows(c, L, H, W, BT, PAIR, WRAP)
         m2 = valid[:, None] & md[None, :]
-        dy = tl.load(dy_ptr + b * syb + s[:, None] * syp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        dy = tl.load(dy_ptr + b * syb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
         _, dtf = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
         row = (b * n_chunks + c) * 2 + PAIR
         if TWO_LEVEL:
@@ -612,9 +620,10 @@ def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, A_tile
         dB = tl.where(sel, tl.sum(g * dt * u, axis=1)[:, None], dB)
         dC = tl.where(sel, tl.sum(h * dy, axis=1)[:, None], dC)
         acc_A = tl.where(sel, acc_A + tl.sum(g * ah * dt, axis=0)[:, None], acc_A)
-    if SOFTPLUS:  # d softplus(x)/dx = sigmoid(x) = exp(x - softplus(x)), exactly 1 above 20 (softplus(x) = x)
-        ddt = ddt * _exp2((pre - dt) * _LOG2E)
-    ddt = tl.where(m2, ddt, 0.0)
+    if SOFTPLUS:  # d softplus(x)/dx = sigmoid(x) = exp(x - softplus(x)): exactly 1 above 20 (softplus(x) = x),
+        ddt = ddt * _exp2((pre - dt) * _LOG2E)  # exactly 0 where masked (pre = -inf, see _step_sizes)
+    else:
+        ddt = tl.where(m2, ddt, 0.0)
     acc_bias += tl.sum(ddt, axis=0)
     tl.store(ddl_ptr + b * L * 4 * Dm + s[:, None] * 4 * Dm + k * Dm + d[None, :],
              ddt.to(ddl_ptr.dtype.element_ty), mask=m2)
@@ -630,8 +639,9 @@ def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, A_tile
 def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, er_ptr, fseg_ptr, qe_ptr, aseg_ptr,
                 asegs_ptr, alo_ptr, scr_ptr, dx_ptr, ddl_ptr, dB_ptr, dC_ptr, pA_ptr, pD_ptr, pbias_ptr,
                 L, H, W, Dm, N, n_chunks, chunks_per_prog, n_blocks, n_segs, n_fsegs, fsegs_per_seg,
-                sxb, sxp, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, syb, syp,
-                PAIR: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                sxb, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, syb,
+                PAIR: tl.constexpr, WRAP: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr,
                 TWO_LEVEL: tl.constexpr, FWD_TWO_LEVEL: tl.constexpr,
                 BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr, BN: tl.constexpr):
     """Every gradient of both routes of the pair, walking the segment's chunks top-down with the forward
@@ -672,10 +682,10 @@ def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, er_
             totals = (tl.load(asegs_ptr + (seg_row + kf) * Dm + d, mask=md, other=0.0),
                       tl.load(alo_ptr + ((b * n_segs + prog) * 2 + PAIR) * Dm + d, mask=md, other=0.0))
         for c in range(c0, c1):
-            s, valid, t = _rows(c, L, H, W, BT, PAIR)
+            s, valid, t = _rows(c, L, H, W, BT, PAIR, WRAP)
             m2 = valid[:, None] & md[None, :]
-            u = tl.load(x_ptr + b * sxb + s[:, None] * sxp + d[None, :], mask=m2, other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + b * syb + s[:, None] * syp + d[None, :], mask=m2, other=0.0).to(tl.float32)
+            u = tl.load(x_ptr + b * sxb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + b * syb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
             acc_D += tl.sum(dy * u, axis=0)
             erow = (b * n_chunks + c) * 2 + PAIR
             du_f, acc_Af, acc_bf, hf, running = _bwd_route(
@@ -778,14 +788,16 @@ def segments(batch, L, dim, N, in_size, sm_count):
     return cpp, triton.cdiv(n_chunks, cpp), fsegs_per_bseg, bwd_cpp, triton.cdiv(n_chunks, bwd_cpp)
 
 
-def _strides(t):
-    """(batch, position, *rest) strides of a channels-last operand whose (H, W) axes are flat."""
-    return t.stride(0), t.stride(2)
-
-
 def _flat_hw(t):
     """The kernels index positions as h*W + w with one stride: make (H, W) flat if a view is not."""
     return t if t.stride(1) == t.shape[2] * t.stride(2) and t.stride(-1) == 1 else t.contiguous()
+
+
+def _dense_hw(t):
+    """x and dy (batch, H, W, D): (H, W, D) dense, any batch stride, so that x, dy, y and dx share one offset
+    per position (s * D: one address computation fewer per position and operand in the column pair, where the
+    positions are not affine in the row). The model's x (its depthwise conv's channels_last output) and dy are."""
+    return t if t[:1].is_contiguous() else t.contiguous()
 
 
 def _prepare(x, delta, B, C):
@@ -793,7 +805,7 @@ def _prepare(x, delta, B, C):
         if t.dtype == torch.float64:
             raise TypeError("The triton selective-scan backend computes in float32; use backend='torch' for "
                             'float64 inputs (e.g. gradcheck).')
-    return [_flat_hw(t) for t in (x, delta, B, C)]
+    return [_dense_hw(x)] + [_flat_hw(t) for t in (delta, B, C)]
 
 
 def _params(A, D, delta_bias, ref):
@@ -836,7 +848,7 @@ class _Plan:
         bd, vec, warps = ((self.bwd_BD, self.bwd_VEC, self.bwd_warps) if backward else
                           (self.BD, self.VEC, self.warps))
         return dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), BT=self.BT, BD=bd, VEC=vec,
-                    BN=self.BN, num_warps=warps)
+                    BN=self.BN, WRAP=self.H % self.BT != 0, num_warps=warps)
 
     def carry(self, states, sums, A, adjoint, n_segs):
         dn = self.dim * self.N
@@ -893,7 +905,7 @@ def ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus):
     flags = dict(p.flags(delta_bias, delta_softplus), TWO_LEVEL=two)
     bias = delta_bias if delta_bias is not None else dummy
     common = (p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.cpp, p.n_segs,
-              x.stride(0), x.stride(2), delta.stride(0), delta.stride(2), delta.stride(3))
+              x.stride(0), delta.stride(0), delta.stride(2), delta.stride(3))
     Bs = (B.stride(0), B.stride(2), B.stride(3), B.stride(4))
     for pair in (0, 1):
         _fwd_summary_kernel[p.grid()](x, delta, A, B, bias, entries, seg, seg_decay, seg_lo, scratch, *common,
@@ -914,7 +926,7 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     entries, seg = saved
     x_in, delta_in, A_in, B_in, C_in, D_in, bias_in = x, delta, A, B, C, D, delta_bias
     x, delta, B, C = _prepare(x, delta, B, C)
-    dy = _flat_hw(dy)
+    dy = _dense_hw(dy)
     p = _Plan(x, A)
     A, D, delta_bias, dummy = _params(A, D, delta_bias, x)
     dev = x.device
@@ -930,7 +942,7 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
         _bwd_summary_kernel[p.grid(backward=True)](
             delta, A, C, bias, dy, adj, adj_seg, adj_seg_decay, adj_seg_lo, scratch, p.L, p.H, p.W, p.dim, p.N,
             p.n_chunks, p.bwd_cpp, p.n_bsegs, delta.stride(0), delta.stride(2), delta.stride(3), *Cs,
-            dy.stride(0), dy.stride(2), PAIR=pair, TWO_LEVEL=two, **p.flags(delta_bias, delta_softplus))
+            dy.stride(0), PAIR=pair, TWO_LEVEL=two, **p.flags(delta_bias, delta_softplus))
     if two:
         p.carry(adj_seg, adj_seg_decay, A, adjoint=True, n_segs=p.n_bsegs)
     dx = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=x.dtype)
@@ -943,8 +955,8 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
             x, delta, A, B, C, D if D is not None else dummy, bias, dy, entries, seg, adj, adj_seg, adj_seg_decay,
             adj_seg_lo, scratch, dx, ddelta, dB, dC, pA, pD, pbias,
             p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.bwd_cpp, p.bwd_blocks, p.n_bsegs, p.n_segs, p.fsegs_per_bseg,
-            x.stride(0), x.stride(2), delta.stride(0), delta.stride(2), delta.stride(3),
-            B.stride(0), B.stride(2), B.stride(3), B.stride(4), *Cs, dy.stride(0), dy.stride(2),
+            x.stride(0), delta.stride(0), delta.stride(2), delta.stride(3),
+            B.stride(0), B.stride(2), B.stride(3), B.stride(4), *Cs, dy.stride(0),
             PAIR=pair, HAS_D=D is not None, TWO_LEVEL=two, FWD_TWO_LEVEL=p.n_segs > 1,
             **p.flags(delta_bias, delta_softplus, backward=True))
     dA = pA.sum((0, 1)).flatten(0, 1)
