@@ -55,15 +55,13 @@ def test_stage1_compile_facts_sm90(tmp_path):
         # the backward main kernel loads dy (fp32) as vectors and its half-precision x/deltas as 4-byte words.
         assert r['vector_loads'] >= (bt if name.startswith('bwd_main') else 3 * bt), f'bulk loads not vectorised: {r}'
         assert r['instr_per_element'] is not None, r
-        if r['direction'] == 'forward':
-            assert r['instr_per_element'] <= 40, f'over the forward budget: {r}'
-        else:  # the issue's budget is 75; bwd_main is at 77-85 at stage 1 (docs/benchmarks.md): hold it from growing
-            assert r['instr_per_element'] <= 90, f'backward grew: {r}'
+        budget = 40 if r['direction'] == 'forward' else 75  # the issue's budgets for N = 1 (triton_aot docstring)
+        assert r['instr_per_element'] <= budget, f'over the {r["direction"]} budget: {r}'
 
 
 @pytest.mark.skipif(not _nvidia_backend_available(), reason='triton without the NVIDIA backend')
 def test_detection_shape_compiles_for_sm80(tmp_path):
     records = _compile_facts(80, 'det_b2', tmp_path)
     assert len(records) == 11
-    # everything but the backward main kernel (40 spill bytes on sm_80, docs/benchmarks.md) is spill-free
+    # everything but the backward main kernels (92 / 24 spill bytes on sm_80, docs/benchmarks.md) is spill-free
     assert all(r['spill_bytes'] in (None, 0) for r in records if not r['kernel'].startswith('bwd_main')), records

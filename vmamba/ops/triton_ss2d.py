@@ -2,10 +2,11 @@
 
 Operands (all channels-last, the channel or state axis innermost with stride 1)::
 
-    x      (batch, H, W, D)         the depthwise-conv output, read by all four routes
+    x      (batch, H, W, D)         the depthwise-conv output, read by all four routes; (H, W, D) dense (any
+                                    batch stride), as that conv's channels_last output is, else copied once
     delta  (batch, H, W, 4, D)      route k's step size before bias/softplus
     B, C   (batch, H, W, 4, N)      may be strided views of the x_proj output (no copy needed)
-    y      (batch, H, W, D) fp32    the merged output of the four routes
+    y      (batch, H, W, D) fp32    the merged output of the four routes; dy like x (copied if not dense)
 
 Design
 ------
@@ -47,13 +48,16 @@ Design
   over channels inside the program (no workspace that grows with channel blocks x N x L); dx of the column pair
   is added to the row pair's. dA, dD and d(delta_bias) are summed per program and reduced on the host in a
   fixed order. Deterministic, no atomics.
-* **Numerics.** Everything is upcast to fp32 at load; states and sums are fp32. softplus is exact to fp32
-  round-off without ``log1p`` (absent from the interpreter): a series below e^x = 1/16, log(1 + e^x) above,
-  identity above 20. The adjoint scan uses the shifted decay a(l+1) without loading the next position: its
-  combine carries the segment's first decay (:func:`_adjoint_combine`). Padded positions (past L) have
-  delta = 0 after bias/softplus and zero inputs: the identity step.
+* **Numerics.** Everything is upcast to fp32 at load; states and sums are fp32. softplus is
+  max(x, 0) + log(1 + e^-|x|), exact to fp32 round-off without ``log1p`` (absent from the interpreter): a
+  series below e^-|x| = 1/16, log2 above; above 20 it rounds to x, torch's identity there, with no select. The
+  adjoint scan uses the shifted decay a(l+1) without loading the next position: its combine carries the
+  segment's first decay (:func:`_adjoint_combine`). Padded positions (past L, or channels past D) are the
+  identity step: zero inputs, and delta loaded as -inf, which softplus maps to Δ = 0 exactly (and its slope
+  exp(x - softplus(x)) to 0), so no per-element select is needed (without softplus, Δ is zeroed by a select).
 
-What remains of host-side work: ``dB``/``dC`` of half-precision B/C are written in B's dtype directly; dx of a
+What remains of host-side work: ``dB``/``dC`` are written in B's dtype directly, except for half-precision B/C
+with several backward channel blocks, which are summed over the blocks in fp32 buffers and cast once; dx of a
 half-precision x is rounded to x's dtype once per pair (two roundings, where the official cross-merge rounds
 at each of its three additions); the per-program dA/dD/d(delta_bias) partials are summed with ``torch.sum``.
 """
