@@ -132,10 +132,7 @@ def input_bytes(batch, H, W, D, N, in_size):
 
 def _plan(batch, H, W, D, N, in_size, sm=132):
     """The kernels' own launch plan for this shape on a device with ``sm`` SMs (meta tensors, nothing runs)."""
-    dtype = {2: torch.bfloat16, 4: torch.float32}[in_size]
-    x = torch.empty(batch, H, W, D, device='meta', dtype=dtype)
-    A = torch.empty(4 * D, N, device='meta')
-    return x, A, T._Plan(x, A, sm)
+    return T.meta_plan(batch, H, W, D, N, {2: torch.bfloat16, 4: torch.float32}[in_size], sm)
 
 
 def backward_extra_memory(batch, H, W, D, N, in_size):

@@ -160,40 +160,38 @@ def _specialise(kernel, consts, ints, dtype):
 def _fused_launches(batch, H, W, D, N):
     """(label, kernel, constexprs, integer args, num_warps, route-elements per thread per chunk iteration,
     direction) for every launch of the fused op's forward and backward, as ss2d_fwd/ss2d_bwd make them."""
-    import triton
+    import torch
 
     from . import triton_ss2d as T
-    BT, BD, VEC, warps = T.tile_config(D)
-    _, bBD, bVEC, bwarps = T.tile_config(D, backward=True)
-    L = H * W
+    _, _, p = T.meta_plan(batch, H, W, D, N, torch.bfloat16, 132)  # the launch plan ss2d_fwd/ss2d_bwd use
+    flags, bflags = p.flags(True, True), p.flags(True, True, backward=True)
+    warps, bwarps = flags.pop('num_warps'), bflags.pop('num_warps')
+    BT, VEC, bVEC = p.BT, p.VEC, p.bwd_VEC
+    L = p.L
     R = -(-D // 16)  # dt_rank of the layer whose inner width is D (ssm_ratio 1: C = D)
     row = 4 * (R + 2 * N)  # B/C are views of the x_proj output (batch, H, W, 4, R + 2N)
-    n_chunks = -(-L // BT)
-    sm = 132
-    cpp, n_segs, fsegs_per_seg, bwd_cpp, n_bsegs = T.segments(batch, L, D, N, 2, sm)
-    ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=n_chunks, chunks_per_prog=cpp, n_segs=n_segs,
-                n_blocks=-(-D // bBD), n_fsegs=n_segs, fsegs_per_seg=fsegs_per_seg,
+    ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=p.n_chunks, chunks_per_prog=p.cpp, n_segs=p.n_segs,
+                n_blocks=p.bwd_blocks, n_fsegs=p.n_segs, fsegs_per_seg=p.fsegs_per_bseg,
                 sxb=L * D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
                 sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D)
-    BN = triton.next_power_of_2(N)
-    flags = dict(HAS_BIAS=True, SOFTPLUS=True, BT=BT, BN=BN, TWO_LEVEL=n_segs > 1, WRAP=H % BT != 0)
-    bflags = dict(flags, TWO_LEVEL=n_bsegs > 1)
-    bints = dict(ints, chunks_per_prog=bwd_cpp, n_segs=n_bsegs)
+    bsummary_flags = dict(flags, TWO_LEVEL=p.n_bsegs > 1)  # the backward summary runs on the forward's tiles
+    flags['TWO_LEVEL'], bflags['TWO_LEVEL'] = p.n_segs > 1, p.n_bsegs > 1
+    bints = dict(ints, chunks_per_prog=p.bwd_cpp, n_segs=p.n_bsegs)
     out = []
     for pair in (0, 1):
-        out.append((f'fwd_summary[pair{pair}]', T._fwd_summary_kernel, dict(PAIR=pair, BD=BD, VEC=VEC, **flags),
+        out.append((f'fwd_summary[pair{pair}]', T._fwd_summary_kernel, dict(PAIR=pair, **flags),
                     ints, warps, BT * VEC * 2, 'forward'))
     out.append(('carry', T._carry_kernel, dict(ADJOINT=False, CB=16, BLK=128), ints, 4, 16 * 128 // 128,
                 'forward'))
     for pair in (0, 1):
-        out.append((f'fwd_main[pair{pair}]', T._fwd_kernel, dict(PAIR=pair, HAS_D=True, BD=BD, VEC=VEC, **flags),
+        out.append((f'fwd_main[pair{pair}]', T._fwd_kernel, dict(PAIR=pair, HAS_D=True, **flags),
                     ints, warps, BT * VEC * 2, 'forward'))
     for pair in (0, 1):
-        out.append((f'bwd_summary[pair{pair}]', T._bwd_summary_kernel, dict(PAIR=pair, BD=BD, VEC=VEC, **bflags),
+        out.append((f'bwd_summary[pair{pair}]', T._bwd_summary_kernel, dict(PAIR=pair, **bsummary_flags),
                     bints, warps, BT * VEC * 2, 'backward'))
     for pair in (0, 1):
         out.append((f'bwd_main[pair{pair}]', T._bwd_kernel,
-                    dict(PAIR=pair, HAS_D=True, BD=bBD, VEC=bVEC, FWD_TWO_LEVEL=n_segs > 1, **bflags),
+                    dict(PAIR=pair, HAS_D=True, FWD_TWO_LEVEL=p.n_segs > 1, **bflags),
                     bints, bwarps, BT * bVEC * 2, 'backward'))
     return out
 

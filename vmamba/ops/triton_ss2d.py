@@ -77,8 +77,8 @@ LOG2E = 1.4426950408889634
 _LOG2E = tl.constexpr(LOG2E)
 _LN2 = tl.constexpr(0.6931471805599453)
 
-__all__ = ['ss2d_fwd', 'ss2d_bwd', 'ss2d_saved_like', 'bwd_workspaces', 'segments', 'tile_config', 'FWD_KERNELS',
-           'BWD_KERNELS']
+__all__ = ['ss2d_fwd', 'ss2d_bwd', 'ss2d_saved_like', 'bwd_workspaces', 'meta_plan', 'segments', 'tile_config',
+           'FWD_KERNELS', 'BWD_KERNELS']
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -859,6 +859,14 @@ class _Plan:
         _carry_kernel[(triton.cdiv(dn, self.carry_blk), 4, self.batch)](
             states, sums, A, self.dim, self.N, n_segs, ADJOINT=adjoint, CB=16, BLK=self.carry_blk,
             num_warps=4)
+
+
+def meta_plan(batch, H, W, D, N, dtype, sm_count):
+    """(x, A, plan) of a call on x (batch, H, W, D) of ``dtype`` with d_state N on a device with ``sm_count``
+    SMs, x and A as meta tensors (nothing allocated): for the tools that compile or price the kernels."""
+    x = torch.empty(batch, H, W, D, device='meta', dtype=dtype)
+    A = torch.empty(4 * D, N, device='meta')
+    return x, A, _Plan(x, A, sm_count)
 
 
 def bwd_workspaces(p, B_dtype):
