@@ -1,5 +1,7 @@
 """The compiled CPU backend (vmamba.ops.numba_scan) against the float64 sequential reference, and its own claims:
 deterministic and thread-count independent gradients, nothing saved by the forward, accurate transcendentals."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,7 @@ from ops_testlib import (GRAD_NAMES, PLAIN_CASES, SS2D_GRAD_NAMES, assert_half_c
                          scan_inputs, ss2d_inputs, ss2d_reference)
 from vmamba.ops import (resolve_backend, selective_scan, selective_scan_ref, ss2d_scan_ref,  # noqa: E402
                         ss2d_selective_scan)
-from vmamba.ops import numba_scan  # noqa: E402
+from vmamba.ops import numba_scan, omp_team  # noqa: E402
 from vmamba.ops.dispatch import ENV_VAR  # noqa: E402
 
 # the torch/triton cases (N = 1 with many chunks among them: L = 2115 > the N = 1 chunk length), plus several
@@ -139,10 +141,25 @@ def _all_outputs(fn, inputs, dy):
     return [y] + [g for g in grads if g is not None]
 
 
+def _aten_on_openmp():
+    return sys.platform.startswith('linux') and 'parallel backend: OpenMP' in torch.__config__.parallel_info()
+
+
+@pytest.mark.parametrize('threads_from', ['omp_team', 'pool'])
 @pytest.mark.parametrize('op', ['ss2d', 'plain'])
-def test_deterministic_and_thread_count_independent(op):
+def test_deterministic_and_thread_count_independent(op, threads_from, monkeypatch):
     """Bitwise-equal outputs and gradients: run to run, and with 1 vs 2 threads (several batch elements, channel
-    blocks and backward chunks are reduced)."""
+    blocks and backward chunks are reduced), with the threads of torch's OpenMP team (Linux torch builds) and of
+    the module's own pool (elsewhere)."""
+    calls = []
+    if threads_from == 'pool':
+        monkeypatch.setattr(omp_team, 'available', lambda: False)
+    elif not _aten_on_openmp():
+        pytest.skip('ATen does not run on OpenMP here')
+    else:
+        assert omp_team.available(), 'ATen runs on OpenMP but its runtime was not found in /proc/self/maps'
+        run_team = omp_team.run
+        monkeypatch.setattr(omp_team, 'run', lambda *a: calls.append(1) or run_team(*a))
     if op == 'ss2d':
         inputs, fn, dy = cast_inputs(ss2d_inputs(2, 80, 2, 17, 23), torch.float32), _fused, output_grad((2, 17, 23, 80))
     else:
@@ -158,6 +175,13 @@ def test_deterministic_and_thread_count_independent(op):
     for k, (a, b, c) in enumerate(zip(first, second, single)):
         assert torch.equal(a, b), f'output {k} differs between two runs'
         assert torch.equal(a, c), f'output {k} differs between 2 threads and 1'
+    # forward and backward (and the dB/dC block sums) of both 2-thread runs went through the team
+    assert len(calls) >= (4 if threads_from == 'omp_team' else 0)
+
+
+def test_omp_team_can_be_disabled(monkeypatch):
+    monkeypatch.setenv('VMAMBA_CPU_TEAM', '0')
+    assert omp_team._find_runtime() is None
 
 
 def test_forward_saves_nothing():

@@ -43,13 +43,17 @@ Design
   block and summed over blocks in block order; dA, dD and d(delta_bias) are summed per program (fp32 within a
   chunk, fp64 across chunks), written per batch element and summed over the batch in order. Results are bitwise
   identical run to run and for any thread count.
-* Threads: ``min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)`` per call, a thread pool running
-  ``nogil`` kernels over disjoint ranges of programs (``numba.prange`` would add ~3x to the compile time).
+* Threads: ``min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)`` per call, each taking tasks of
+  whole programs. They are torch's own OpenMP team where ATen runs on OpenMP (:mod:`.omp_team`: the kernels as
+  ``cfunc`` s started through ``GOMP_parallel``): a separate pool shared its cores with that team's threads,
+  which spin for a while after every torch op, and ran the op at 2 threads ~1.3x slower than the team does.
+  Elsewhere (or with ``VMAMBA_CPU_TEAM=0``) a thread pool of this module runs the ``nogil`` kernels
+  (``numba.prange`` would add ~3x to the compile time).
 * dtypes: fp32/fp16/bf16 inputs (halves converted to fp32 once), fp32 math and state, gradients in the input
   dtypes. **float64** inputs (gradcheck) are delegated to the float64 torch backend (:mod:`.torch_scan`),
   which recomputes its saved step sizes in the backward so that this backend still saves nothing.
-* Compiled with ``cache=True`` on first use (measured here: ~10-17 s for everything, depending on the load of the
-  shared 2-core machine), loaded from numba's cache by later processes (< 1 s). Every kernel takes 1-D fp32
+* Compiled with ``cache=True`` on first use (measured here: 9-17 s for everything, depending on the load of the
+  shared 2-core machine; the team cfuncs, compiled on the first multi-threaded call, add ~6 s: 15.4 s in all), loaded from numba's cache by later processes (< 1 s). Every kernel takes 1-D fp32
   buffers + int64 strides (callers pass no literal constants, which would specialise a callee per value), so
   each compiles exactly once. ``VMAMBA_NUMBA_NOCACHE=1`` disables the cache (for asm inspection).
 
@@ -60,7 +64,7 @@ import threading
 
 try:
     import numba
-    from numba import njit, types
+    from numba import carray, cfunc, njit, types
     from numba.core import cgutils
     from numba.extending import intrinsic
 except ImportError as err:  # dispatch falls back to the torch backend
@@ -70,6 +74,8 @@ import llvmlite.binding as llvm
 import numpy as np
 import torch
 from llvmlite import ir
+
+from . import omp_team
 
 __all__ = ['scan_fwd', 'scan_bwd', 'ss2d_fwd', 'ss2d_bwd', 'scan_saved_like', 'ss2d_saved_like', 'n_threads', 'CB',
            'fexp', 'fexp2', 'flog1p', 'fsoftplus', 'fsigmoid']
@@ -532,6 +538,69 @@ def _sum_blocks(p0, p1, part, out, nblk, size):
 
 
 # ------------------------------------------------------------------------------------------------------------
+# The kernels as cfuncs for torch's OpenMP team (see .omp_team): every thread takes tasks from the block's
+# counter; argument k of the kernel (after p0, p1) is slot k of the block. Compiled lazily (cfunc compiles at
+# decoration) by _team_cfunc, after _compile_batch_loops.
+# ------------------------------------------------------------------------------------------------------------
+_TEAM_SIG = types.void(types.CPointer(types.int64))
+_TEAM_JIT = dict(cache=_CACHE, nogil=True)
+_f, _i, _i2, _d = omp_team.arg_f32, omp_team.arg_i64, omp_team.arg_i64_2d, omp_team.arg_f64
+
+
+@njit(**_JIT)
+def _task_range(a):
+    """(p0, p1) of the next task of block a, (0, 0) when none is left."""
+    k = omp_team.next_task(a)
+    n, tasks = a[0], a[1]
+    if k >= tasks:
+        return 0, 0
+    return n * k // tasks, n * (k + 1) // tasks
+
+
+@njit(**_JIT)
+def _scalar(a, k):
+    return a[omp_team.HEADER + 3 * k]
+
+
+def _fwd_team(ptr):
+    a = carray(ptr, (omp_team.HEADER + 3 * 22,))
+    while True:
+        p0, p1 = _task_range(a)
+        if p1 == 0:
+            return
+        _fwd_programs(p0, p1, _scalar(a, 0), _f(a, 1), _i(a, 2), _f(a, 3), _i(a, 4), _f(a, 5), _i(a, 6), _f(a, 7),
+                      _i(a, 8), _f(a, 9), _f(a, 10), _f(a, 11), _f(a, 12), _i(a, 13), _i2(a, 14), _i2(a, 15),
+                      _scalar(a, 16), _scalar(a, 17), _scalar(a, 18), _scalar(a, 19), _scalar(a, 20),
+                      _scalar(a, 21) != 0)
+
+
+def _bwd_team(ptr):
+    a = carray(ptr, (omp_team.HEADER + 3 * 34,))
+    while True:
+        p0, p1 = _task_range(a)
+        if p1 == 0:
+            return
+        _bwd_programs(p0, p1, _scalar(a, 0), _f(a, 1), _i(a, 2), _f(a, 3), _i(a, 4), _f(a, 5), _i(a, 6), _f(a, 7),
+                      _i(a, 8), _f(a, 9), _f(a, 10), _f(a, 11), _f(a, 12), _i(a, 13), _i2(a, 14), _i2(a, 15),
+                      _f(a, 16), _i(a, 17), _f(a, 18), _i(a, 19), _d(a, 20), _d(a, 21), _d(a, 22), _f(a, 23),
+                      _f(a, 24), _scalar(a, 25), _scalar(a, 26), _scalar(a, 27), _scalar(a, 28), _scalar(a, 29),
+                      _scalar(a, 30), _scalar(a, 31), _scalar(a, 32), _scalar(a, 33) != 0)
+
+
+def _sum_blocks_team(ptr):
+    a = carray(ptr, (omp_team.HEADER + 3 * 4,))
+    while True:
+        p0, p1 = _task_range(a)
+        if p1 == 0:
+            return
+        _sum_blocks(p0, p1, _f(a, 0), _f(a, 1), _scalar(a, 2), _scalar(a, 3))
+
+
+_TEAM_FUNCS = {'_fwd_programs': _fwd_team, '_bwd_programs': _bwd_team, '_sum_blocks': _sum_blocks_team}
+_TEAM = {}  # kernel name -> its compiled cfunc (compiled on first use, after the batch loops)
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Host side
 # ------------------------------------------------------------------------------------------------------------
 def n_threads():
@@ -542,15 +611,29 @@ def n_threads():
 _POOL = []
 
 
+def _team_cfunc(fn):
+    """The cfunc that runs kernel fn on torch's OpenMP team (compiled, or loaded from numba's cache, once)."""
+    name = fn.__name__
+    with _COMPILE_LOCK:
+        if name not in _TEAM:
+            _TEAM[name] = cfunc(_TEAM_SIG, **_TEAM_JIT)(_TEAM_FUNCS[name])
+    return _TEAM[name]
+
+
 def _run_parallel(fn, n_items, *args):
     """fn(p0, p1, *args) over [0, n_items), split into tasks of whole programs, on n_threads() threads (the
-    calling one included). The results do not depend on the split: every program writes its own outputs."""
+    calling one included): torch's OpenMP team where ATen runs on OpenMP (:mod:`.omp_team`), else a thread pool
+    of this module. The results do not depend on the split: every program writes its own outputs."""
     if n_items <= 0:
         return
     _compile_batch_loops()
     threads = min(n_threads(), n_items)
     if threads == 1:
         fn(0, n_items, *args)
+        return
+    tasks = min(n_items, 4 * threads)  # a few tasks per thread: balances unequal programs and busy cores
+    if omp_team.available():  # torch's OpenMP team: its threads are spinning for work anyway (see .omp_team)
+        omp_team.run(_team_cfunc(fn), omp_team.pack(n_items, tasks, args), threads)
         return
     with _COMPILE_LOCK:
         if not _POOL or _POOL[0]._max_workers < threads - 1:
@@ -559,7 +642,6 @@ def _run_parallel(fn, n_items, *args):
                 _POOL.pop().shutdown(wait=False)
             _POOL.append(ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix='vmamba-numba'))
         pool = _POOL[0]
-    tasks = min(n_items, 4 * threads)  # a few tasks per thread: balances unequal programs and busy cores
     bounds = [n_items * k // tasks for k in range(tasks + 1)]
     queue = list(range(tasks - 1, -1, -1))
     lock = threading.Lock()
