@@ -174,6 +174,42 @@ def test_triton_segment_geometry(monkeypatch, fwd_cpp, bwd_want, d_state):
     assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
 
 
+@pytest.mark.parametrize('K,bwd_want', [(4, 5), (2, 5), (4, 10 ** 6)],
+                         ids=['K4_two_segments', 'K2_two_segments', 'K4_one_segment'])
+def test_triton_superchunk_adjoint_entries(monkeypatch, K, bwd_want):
+    """N > 1: the backward stores the forward routes' adjoint entries once per superchunk of K chunks and its
+    main kernel recomputes the K entries in between. L = 65 (9 chunks of 8) in backward segments of 6 and 3
+    chunks (superchunks 4 + 2 and 3, or 2 + 2 + 2 and 2 + 1, the segment carry applied to recomputed entries)
+    or one segment of 9 (4 + 4 + 1); 130 channels (several channel blocks)."""
+    from vmamba.ops import triton_ss2d
+    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 3)
+    monkeypatch.setattr(triton_ss2d, 'bwd_chunks_per_program', lambda n_chunks, *args: min(bwd_want, n_chunks))
+    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
+    monkeypatch.setattr(triton_ss2d, 'SUPERCHUNK', K)
+    case = (2, 130, 3, 5, 13)
+    inputs = cast_inputs(ss2d_inputs(*case), torch.float32)
+    plan = triton_ss2d._Plan(inputs[0].detach(), inputs[2].detach())
+    assert plan.K == K and plan.n_chunks == 9 and plan.bwd_blocks > 1
+    assert plan.n_qrows == (-(-9 // K) if bwd_want > 9 else -(-6 // K) + -(-3 // K))
+    assert triton_ss2d.bwd_workspaces(plan, torch.float32)['entry_scratch'][0] == (2, plan.n_bsegs, K, 130, 3)
+    y_ref, grads_ref = ss2d_reference(case)
+    y, grads = run(_fused('triton'), inputs, output_grad(y_ref.shape))
+    assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
+
+
+def test_triton_superchunk_plan(monkeypatch):
+    """K = 1 (every chunk's entry stored) for N = 1; for vanilla stage 1 at batch 128 on 132 SMs, superchunks and
+    one backward channel block of 256 (no fp32 dB/dC sums over blocks)."""
+    from vmamba.ops import triton_ss2d
+    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
+    _, _, p1 = triton_ss2d.meta_plan(128, 56, 56, 96, 1, torch.bfloat16, 132)
+    assert p1.K == 1 and p1.n_qrows == p1.n_chunks
+    assert 'entry_scratch' not in triton_ss2d.bwd_workspaces(p1, torch.bfloat16)
+    _, _, p16 = triton_ss2d.meta_plan(128, 56, 56, 192, 16, torch.bfloat16, 132)
+    assert p16.K > 1 and p16.n_qrows < p16.n_chunks // 8
+    assert (p16.bwd_BD, p16.bwd_blocks) == (256, 1) and 'dB_sum' not in triton_ss2d.bwd_workspaces(p16, torch.bfloat16)
+
+
 def test_triton_segments_with_half_inputs_and_several_channel_blocks(monkeypatch):
     """Segments (forward and backward) with bf16 inputs and 130 channels, three backward channel blocks of 64 (the
     last one partial): dB/dC are summed over the blocks in fp32 and cast once, every gradient comes back in its

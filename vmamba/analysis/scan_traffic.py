@@ -38,6 +38,7 @@ class _Shape:
         self.batch, self.H, self.W, self.D, self.N, self.s, self.L = batch, H, W, D, N, in_size, p.L
         self.BT, self.BD, self.warps, self.bBD, self.bwarps = p.BT, p.BD, p.warps, p.bwd_BD, p.bwd_warps
         self.n_chunks, self.n_segs, self.n_bsegs = p.n_chunks, p.n_segs, p.n_bsegs
+        self.K, self.n_qrows = p.K, p.n_qrows  # superchunks of the backward's adjoint entries
         self.rows = [min(self.BT, self.L - c * self.BT) for c in range(self.n_chunks)]  # valid rows per chunk
 
     def blocks(self, bd):
@@ -86,9 +87,9 @@ def fused_traffic(batch, H, W, D, N, in_size):
     carry = lambda n: 4 * n * (2 * sectors(D * N * 4) + sectors(D * 4))  # noqa: E731
     fwd = (fwd_pairs + (carry(sh.n_segs) if two else 0)) * batch
     # backward, per pair. Summary (bottom-up, forward channel blocks): dy (fp32), the forward delta, C per
-    # state, the adjoint entry store per chunk and state; with several segments also the reverse delta and C
-    # and the segment stores (2 states, 3 sums).
-    bsummary = tile_f32 + tile_in + N * scalar_rows + _state_vectors(sh, sh.BD, N, nc)
+    # state, the adjoint entry store per superchunk (every chunk when K = 1) and state; with several segments
+    # also the reverse delta and C and the segment stores (2 states, 3 sums).
+    bsummary = tile_f32 + tile_in + N * scalar_rows + _state_vectors(sh, sh.BD, N, sh.n_qrows)
     if btwo:
         bsummary += tile_in + N * scalar_rows + sh.n_bsegs * (_state_vectors(sh, sh.BD, N, 2) + 3 * vec_f32 // nc)
     # main per channel block: x, dy, both deltas, B and C of both routes, the entry of both routes per state
@@ -108,6 +109,12 @@ def fused_traffic(batch, H, W, D, N, in_size):
              + 2 * 2 * bc_row * len(b_blocks)             # dB, dC of both routes, stored per block
              + 2 * 2 * bc_row * (len(b_blocks) - 1))      # ... and reloaded by the later blocks
     bmain += sh.n_bsegs * (_state_vectors(sh, sh.bBD, N, 3 if btwo else 1) + (2 * bvec // nc if btwo else 0))
+    if sh.K > 1:  # superchunks: the recompute walks every chunk but the top one of each superchunk again (dy,
+        # the forward delta, C and A per state, the scratch entry loaded and the next one stored), after copying
+        # the stored entry of each superchunk to the scratch
+        again = nc - sh.n_qrows
+        bmain += (again / nc * (btile_f32 + btile_in + N * bscalar) + 3 * _state_vectors(sh, sh.bBD, N, again)
+                  + 2 * _state_vectors(sh, sh.bBD, N, sh.n_qrows))
     bwd_pairs = 2 * (bsummary + bmain) + btile_in          # + the column pair's read of dx
     progs = sh.n_bsegs
     partials = batch * progs * (4 * D * N + 4 * D + D) * 4 * 2  # written by the kernels, read by torch.sum
@@ -137,7 +144,8 @@ def _plan(batch, H, W, D, N, in_size, sm=132):
 
 def backward_extra_memory(batch, H, W, D, N, in_size):
     """Bytes the backward allocates beyond its outputs, from the kernels' own list of workspaces
-    (:func:`vmamba.ops.triton_ss2d.bwd_workspaces`: the forward routes' adjoint chunk entries, with several
+    (:func:`vmamba.ops.triton_ss2d.bwd_workspaces`: the forward routes' adjoint entries (one per superchunk of
+    K chunks, and the scratch the K entries in between are recomputed into, for N > 1), with several
     segments the segment summaries, for N > 1 the carried values' scratch, per-program partial sums and, when the
     channels span several blocks and B/C are half precision, fp32 dB/dC sums)."""
     x, _, p = _plan(batch, H, W, D, N, in_size)

@@ -110,11 +110,14 @@ def _count(sass, start, end):
     return sum(1 for a, _ in sass if start <= a <= end)
 
 
-def chunk_loop_instructions(sass, n_states):
-    """SASS instructions of one iteration of the chunk loop, the state loop inside it counted n_states times.
+def chunk_loop_instructions(sass, n_states, recompute=0.0):
+    """SASS instructions of one iteration of the chunk loop, every loop nested in it counted by its trip count.
 
-    The chunk loop is the innermost loop that holds global tile loads and contains another loop (the loop over
-    states) or, failing that, the innermost loop with global loads.
+    The chunk loop is the innermost loop that holds global tile loads and contains another loop (the loops over
+    states) or, failing that, the innermost loop with global loads. Nested loops without loops inside are state
+    loops, counted n_states times. With ``recompute`` > 0 (the backward's superchunk walk, RECOMPUTE) the
+    innermost such loop is that walk, nested in the chunk loop: it is counted ``recompute`` times per chunk
+    iteration (the fraction of chunks it walks again), its own state loop n_states times.
     """
     loops = _loops(sass)
     loads = [a for a, ins in sass if re.search(r'\bLDG\b', ins)]
@@ -123,16 +126,26 @@ def chunk_loop_instructions(sass, n_states):
         return sum(lp[0] <= a <= lp[1] for a in loads) >= 2
 
     inner = lambda lp: [q for q in loops if q != lp and lp[0] <= q[0] and q[1] <= lp[1]]  # noqa: E731
+    size = lambda lp: lp[1] - lp[0]  # noqa: E731
+
+    def per_iteration(lp):
+        nested = inner(lp)
+        children = [q for q in nested if not any(q in inner(r) for r in nested)]
+        total = _count(sass, *lp) - sum(_count(sass, *q) for q in children)
+        for q in children:
+            total += (recompute if has_loads(q) and inner(q) else n_states) * per_iteration(q)
+        return total
+
     candidates = [lp for lp in loops if has_loads(lp) and inner(lp)]
     if candidates:
-        outer = min(candidates, key=lambda lp: lp[1] - lp[0])
-        state_loop = max(inner(outer), key=lambda lp: lp[1] - lp[0])
-        body = _count(sass, *outer) - _count(sass, *state_loop)
-        return body + n_states * _count(sass, *state_loop)
+        outer = min(candidates, key=size)
+        if recompute:
+            outer = min((lp for lp in candidates if lp != outer and outer in inner(lp)), key=size)
+        return per_iteration(outer)
     plain = [lp for lp in loops if has_loads(lp)]
     if not plain:
         return None
-    return _count(sass, *min(plain, key=lambda lp: lp[1] - lp[0]))
+    return _count(sass, *min(plain, key=size))
 
 
 def _specialise(kernel, consts, ints, dtype):
@@ -173,8 +186,10 @@ def _fused_launches(batch, H, W, D, N):
     ints = dict(L=L, H=H, W=W, Dm=D, N=N, n_chunks=p.n_chunks, chunks_per_prog=p.cpp, n_segs=p.n_segs,
                 n_blocks=p.bwd_blocks, n_fsegs=p.n_segs, fsegs_per_seg=p.fsegs_per_bseg,
                 sxb=L * D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
-                sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D)
-    bsummary_flags = dict(flags, TWO_LEVEL=p.n_bsegs > 1)  # the backward summary runs on the forward's tiles
+                sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D, K=p.K, n_sc=p.n_sc,
+                n_qrows=p.n_qrows)
+    # the backward summary runs on the forward's tiles
+    bsummary_flags = dict(flags, TWO_LEVEL=p.n_bsegs > 1, RECOMPUTE=p.K > 1)
     flags['TWO_LEVEL'], bflags['TWO_LEVEL'] = p.n_segs > 1, p.n_bsegs > 1
     bints = dict(ints, chunks_per_prog=p.bwd_cpp, n_segs=p.n_bsegs)
     out = []
@@ -230,7 +245,9 @@ def compile_kernels(arch=90, shapes=None, dtype='bf16'):
             regs, spills = _ptxas_stats(ptx, arch)
             loads = re.findall(r'ld\.global[\w.:]*', ptx)
             vector = sum(1 for ld in loads if re.search(r'\.v[24]\b', ld))
-            body = chunk_loop_instructions(_sass(compiled.asm['cubin']), 1 if label in _NO_STATE_LOOP else N)
+            again = (ints['n_chunks'] - ints['n_qrows']) / ints['n_chunks'] if consts.get('RECOMPUTE') and \
+                label.startswith('bwd_main') else 0.0  # the superchunk walk, per chunk
+            body = chunk_loop_instructions(_sass(compiled.asm['cubin']), 1 if label in _NO_STATE_LOOP else N, again)
             records.append(dict(kernel=label, shape=name, d_state=N, direction=direction, num_warps=warps,
                                 registers=regs, spill_bytes=spills, vector_loads=vector,
                                 scalar_loads=len(loads) - vector,

@@ -44,7 +44,10 @@ Design
   over segments, then one main kernel per pair that walks top-down carrying the forward route's state (from the
   forward's segment entries: a backward segment is a whole number of forward segments) and the reverse route's
   adjoint, reads the reverse route's saved state entries and the forward route's adjoint entries, and forms
-  every gradient in registers. The main kernel loops over the channel blocks itself, so dB and dC are summed
+  every gradient in registers. For N > 1 the forward route's adjoint entries are stored once per *superchunk*
+  of K chunks (:func:`superchunk`; N times larger per chunk, they would be 1.4x the op's inputs for vanilla
+  stage 1) and the main kernel recomputes the K entries at the top of each superchunk into a per-program scratch
+  (:func:`_adjoint_entries`). The main kernel loops over the channel blocks itself, so dB and dC are summed
   over channels inside the program (no workspace that grows with channel blocks x N x L); dx of the column pair
   is added to the row pair's. dA, dD and d(delta_bias) are summed per program and reduced on the host in a
   fixed order. Deterministic, no atomics.
@@ -506,14 +509,15 @@ def _fwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, er_ptr, seg
 # ---------------------------------------------------------------------------------------------------- backward
 @triton.jit
 def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, qe_ptr, seg_ptr, segs_ptr, lo_ptr, scr_ptr,
-                        L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs,
+                        L, H, W, Dm, N, n_chunks, chunks_per_prog, n_segs, K, n_sc, n_qrows,
                         sdb, sdp, sdk, sCb, sCp, sCk, sCn, syb,
                         PAIR: tl.constexpr, WRAP: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                        TWO_LEVEL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr,
-                        BN: tl.constexpr):
+                        TWO_LEVEL: tl.constexpr, RECOMPUTE: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                        VEC: tl.constexpr, BN: tl.constexpr):
     """Walks its segment's chunks bottom-up: the forward route's adjoint q = a * dL/dh entering every chunk
-    from below (from a zero start at the segment's end) and, with several segments, both routes' adjoint
-    segment summaries (the forward route's decay sum with its compensation term in ``lo_ptr``)."""
+    from below (from a zero start at the segment's end), stored for the bottom chunk of every superchunk of K
+    chunks (every chunk when K = 1), and, with several segments, both routes' adjoint segment summaries (the
+    forward route's decay sum with its compensation term in ``lo_ptr``)."""
     j = tl.program_id(0)
     b = tl.program_id(2).to(tl.int64)
     d, md = _channels(tl.program_id(1), Dm, BD, VEC)
@@ -539,7 +543,11 @@ def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, qe_ptr, seg_ptr,
         m2 = valid[:, None] & md[None, :]
         dy = tl.load(dy_ptr + b * syb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
         _, dtf = _step_sizes(dl_ptr + b * sdb + kf * sdk, sdp, s, m2, d, bias_f, SOFTPLUS)
-        row = (b * n_chunks + c) * 2 + PAIR
+        row = (b * n_chunks + c) * 2 + PAIR  # K = 1: every chunk's entry (n_qrows = n_chunks)
+        mq = md
+        if RECOMPUTE:  # only the bottom chunk of each superchunk keeps its entry
+            row = (b * n_qrows + j * n_sc + (c - c0) // K) * 2 + PAIR
+            mq = md & (((c - c0) % K == K - 1) | (c == c1 - 1))
         if TWO_LEVEL:
             _, dtr = _step_sizes(dl_ptr + b * sdb + kr * sdk, sdp, s, m2, d, bias_r, SOFTPLUS)
         for n in range(N):
@@ -548,7 +556,7 @@ def _bwd_summary_kernel(dl_ptr, A_ptr, C_ptr, bias_ptr, dy_ptr, qe_ptr, seg_ptr,
             a = _exp2(dtf * Af[None, :])
             cy = dy * Cf[:, None]
             Q = _carry_get(qf, scr_ptr, slot, n, Dm, N, d, md, offs_n, BN)
-            tl.store(qe_ptr + (row * N + n) * Dm + d, Q, mask=md)
+            tl.store(qe_ptr + (row * N + n) * Dm + d, Q, mask=mq)
             g = _scan_adjoint(tl.where((t == BT - 1)[:, None], cy + Q[None, :], cy), a, True)
             qf = _carry_set(qf, scr_ptr, slot, n, _pick(a * g, t, 0), Dm, N, d, md, offs_n, BN)
             if TWO_LEVEL:
@@ -640,18 +648,48 @@ def _bwd_route(u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr, sdp, A_ptr, A_tile
 
 
 @triton.jit
+def _adjoint_entries(c, ce, qrow, srow, qe_ptr, sq_ptr, dl_ptr, sdp, dy_ptr, C_ptr, A_ptr, A_tile, bias, k, b,
+                     L, H, W, Dm, N, d, md, offs_n, sCb, sCp, sCk, sCn, syb,
+                     PAIR: tl.constexpr, WRAP: tl.constexpr, SOFTPLUS: tl.constexpr, BT: tl.constexpr,
+                     BN: tl.constexpr):
+    """The forward route's adjoint entering each chunk c .. ce (one superchunk) from below, into scratch rows
+    srow + 0 .. srow + ce - c: from the superchunk's stored entry (row ``qrow``, entering chunk ce), the summary
+    kernel's recurrence walked up the superchunk again (same arithmetic, so the same values it would have
+    stored for every chunk)."""
+    for n in range(N):
+        Q = tl.load(qe_ptr + (qrow * N + n) * Dm + d, mask=md, other=0.0)
+        tl.store(sq_ptr + ((srow + ce - c) * N + n) * Dm + d, Q, mask=md)
+    for i in range(0, ce - c):  # chunk cc gives the entry of chunk cc - 1
+        cc = ce - i
+        s, valid, t = _rows(cc, L, H, W, BT, PAIR, WRAP)
+        m2 = valid[:, None] & md[None, :]
+        dy = tl.load(dy_ptr + b * syb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
+        _, dt = _step_sizes(dl_ptr, sdp, s, m2, d, bias, SOFTPLUS)
+        for n in range(N):
+            Cv = tl.load(C_ptr + b * sCb + s * sCp + k * sCk + n * sCn, mask=valid, other=0.0).to(tl.float32)
+            A = _rate(A_tile, A_ptr, k, Dm, N, n, d, md, offs_n, BN)
+            a = _exp2(dt * A[None, :])
+            cy = dy * Cv[:, None]
+            Q = tl.load(sq_ptr + ((srow + cc - c) * N + n) * Dm + d, mask=md, other=0.0)
+            g = _scan_adjoint(tl.where((t == BT - 1)[:, None], cy + Q[None, :], cy), a, True)
+            tl.store(sq_ptr + ((srow + cc - 1 - c) * N + n) * Dm + d, _pick(a * g, t, 0), mask=md)
+
+
+@triton.jit
 def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, er_ptr, fseg_ptr, qe_ptr, aseg_ptr,
-                asegs_ptr, alo_ptr, scr_ptr, dx_ptr, ddl_ptr, dB_ptr, dC_ptr, pA_ptr, pD_ptr, pbias_ptr,
-                L, H, W, Dm, N, n_chunks, chunks_per_prog, n_blocks, n_segs, n_fsegs, fsegs_per_seg,
+                asegs_ptr, alo_ptr, scr_ptr, sq_ptr, dx_ptr, ddl_ptr, dB_ptr, dC_ptr, pA_ptr, pD_ptr, pbias_ptr,
+                L, H, W, Dm, N, n_chunks, chunks_per_prog, n_blocks, n_segs, n_fsegs, fsegs_per_seg, K, n_sc, n_qrows,
                 sxb, sdb, sdp, sdk, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, syb,
                 PAIR: tl.constexpr, WRAP: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr,
-                TWO_LEVEL: tl.constexpr, FWD_TWO_LEVEL: tl.constexpr,
+                TWO_LEVEL: tl.constexpr, FWD_TWO_LEVEL: tl.constexpr, RECOMPUTE: tl.constexpr,
                 BT: tl.constexpr, BD: tl.constexpr, VEC: tl.constexpr, BN: tl.constexpr):
     """Every gradient of both routes of the pair, walking the segment's chunks top-down with the forward
     route's state and the reverse route's adjoint carried in registers; loops over the channel blocks itself so
     that dB/dC (summed over channels) are complete in this program. Writes dx (row pair) or adds to it (column
-    pair), d delta and dB/dC of its two routes, and per-program partial sums of dA, dD, d(delta_bias)."""
+    pair), d delta and dB/dC of its two routes, and per-program partial sums of dA, dD, d(delta_bias).
+    With superchunks (RECOMPUTE, N > 1) the forward route's adjoint entries are stored once per K chunks; at the
+    top of each superchunk :func:`_adjoint_entries` recomputes its K entries into this program's scratch rows."""
     b = tl.program_id(1).to(tl.int64)
     prog = tl.program_id(0)
     kf, kr = PAIR, PAIR + 2
@@ -692,10 +730,21 @@ def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, er_
             dy = tl.load(dy_ptr + b * syb + s[:, None] * Dm + d[None, :], mask=m2, other=0.0).to(tl.float32)
             acc_D += tl.sum(dy * u, axis=0)
             erow = (b * n_chunks + c) * 2 + PAIR
+            if RECOMPUTE:  # the forward route's adjoint entry from this program's scratch rows
+                srow = (b * n_segs + prog) * K
+                if (c - c0) % K == 0:
+                    _adjoint_entries(c, tl.minimum(c + K, c1) - 1, (b * n_qrows + prog * n_sc + (c - c0) // K) * 2 + PAIR,
+                                     srow, qe_ptr, sq_ptr, dl_ptr + b * sdb + kf * sdk, sdp, dy_ptr, C_ptr, A_ptr,
+                                     Af_tile, bias_f, kf, b, L, H, W, Dm, N, d, md, offs_n, sCb, sCp, sCk, sCn, syb,
+                                     PAIR, WRAP, SOFTPLUS, BT, BN)
+                    tl.debug_barrier()  # every thread sees the scratch rows (each reads its own writes anyway)
+                ent_f, frow = sq_ptr, srow + (c - c0) % K
+            else:  # one entry per chunk: the same rows as the reverse route's (n_qrows = n_chunks)
+                ent_f, frow = qe_ptr, erow
             du_f, acc_Af, acc_bf, hf, running = _bwd_route(
                 u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kf * sdk, sdp, A_ptr, Af_tile, B_ptr, C_ptr,
-                qe_ptr, ddl_ptr, dB_ptr, dC_ptr, bias_f, acc_Af, acc_bf, hf, scr_ptr, slot, seg_q, aseg_ptr,
-                seg_row + kf, totals, running, erow, kf, b, L, Dm,
+                ent_f, ddl_ptr, dB_ptr, dC_ptr, bias_f, acc_Af, acc_bf, hf, scr_ptr, slot, seg_q, aseg_ptr,
+                seg_row + kf, totals, running, frow, kf, b, L, Dm,
                 N, sBb, sBp, sBk, sBn, sCb, sCp, sCk, sCn, blk > 0, False, TWO_LEVEL, SOFTPLUS, BT, BN)
             du_r, acc_Ar, acc_br, qr, running = _bwd_route(
                 u, dy, s, valid, m2, t, d, md, offs_n, dl_ptr + b * sdb + kr * sdk, sdp, A_ptr, Ar_tile, B_ptr, C_ptr,
@@ -745,15 +794,22 @@ def _channel_block(dim, vec, max_warps, fewest_blocks):
     return bd, warps
 
 
-def tile_config(dim, backward=False):
+def tile_config(dim, backward=False, N=1):
     """(BT, BD, VEC, num_warps) of the forward or backward kernels.
 
     Forward: VEC = 4 channels per thread, so every position is one 8-byte (half) or 16-byte (fp32) vector load
     per thread and each [BT, BD] tile holds 32 fp32 registers per thread. Backward: VEC = 2 (its ten live tiles
     would not fit 255 registers at 4) and at most 2 warps (4 warps spilled more at stage 4, and reduce dB/dC
-    across more warps through shared memory).
+    across more warps through shared memory). For N > 1 the backward takes all channels in one block of up to
+    4 warps when at most a quarter of it is padding (vanilla stage 1: 192 of 256): with several blocks and half
+    B/C, dB/dC are summed over the blocks in fp32 buffers of 2 x 4N floats per position (24 % of the op's inputs
+    at D = 192, N = 16).
     """
     vec = 2 if backward else 4
+    if backward and N > 1:
+        bd = 32 * vec * 4  # 256 channels, 4 warps
+        if 3 * bd <= 4 * dim <= 4 * bd:  # one block, at most a quarter of it padding
+            return CHUNK, bd, vec, 4
     bd, warps = _channel_block(dim, vec, 2 if backward else 4, backward)
     return CHUNK, bd, vec, warps
 
@@ -790,6 +846,24 @@ def segments(batch, L, dim, N, in_size, sm_count):
     fsegs_per_bseg = triton.cdiv(bwd_chunks_per_program(n_chunks, batch, L, dim, N, in_size, sm_count), cpp)
     bwd_cpp = min(n_chunks, fsegs_per_bseg * cpp)
     return cpp, triton.cdiv(n_chunks, cpp), fsegs_per_bseg, bwd_cpp, triton.cdiv(n_chunks, bwd_cpp)
+
+
+#: Tests may force the superchunk length (chunks per stored adjoint entry, N > 1); None: :func:`superchunk`.
+SUPERCHUNK = None
+
+
+def superchunk(n_chunks, bwd_cpp, n_bsegs, N):
+    """Chunks per stored adjoint entry of the forward routes in the backward (1 for N = 1).
+
+    For N > 1 the entries of every chunk would take 2 N fp32 per channel and chunk (1.2 GB for vanilla stage 1 at
+    batch 128, 1.4x the op's inputs); the backward main kernel instead recomputes a superchunk's K entries from its
+    stored one into a per-program scratch of K entries. Entries ~ n_chunks / K, scratch ~ n_bsegs * K: K near
+    sqrt(2 n_chunks / n_bsegs) keeps their sum near its minimum."""
+    if SUPERCHUNK is not None:
+        return max(1, min(SUPERCHUNK, bwd_cpp))
+    if N == 1:
+        return 1
+    return max(1, min(bwd_cpp, round((2 * n_chunks / n_bsegs) ** 0.5)))
 
 
 def _flat_hw(t):
@@ -837,12 +911,17 @@ class _Plan:
         self.BN = triton.next_power_of_2(self.N)
         self.sm = _sm_count(x.device) if sm_count is None else sm_count
         self.BT, self.BD, self.VEC, self.warps = tile_config(self.dim)
-        _, self.bwd_BD, self.bwd_VEC, self.bwd_warps = tile_config(self.dim, backward=True)
+        _, self.bwd_BD, self.bwd_VEC, self.bwd_warps = tile_config(self.dim, backward=True, N=self.N)
         self.n_chunks = triton.cdiv(self.L, self.BT)
         self.n_blocks = triton.cdiv(self.dim, self.BD)
         self.bwd_blocks = triton.cdiv(self.dim, self.bwd_BD)
         (self.cpp, self.n_segs, self.fsegs_per_bseg, self.bwd_cpp,
          self.n_bsegs) = segments(self.batch, self.L, self.dim, self.N, x.element_size(), self.sm)
+        # the forward routes' adjoint entries: one per superchunk of K chunks (see _bwd_kernel), n_sc per segment
+        self.K = superchunk(self.n_chunks, self.bwd_cpp, self.n_bsegs, self.N)
+        self.n_sc = triton.cdiv(self.bwd_cpp, self.K)
+        self.n_qrows = (self.n_bsegs - 1) * self.n_sc + triton.cdiv(self.n_chunks - (self.n_bsegs - 1) * self.bwd_cpp,
+                                                                    self.K)
         self.carry_blk = 128
 
     def grid(self, backward=False):
@@ -851,8 +930,11 @@ class _Plan:
     def flags(self, delta_bias, delta_softplus, backward=False):
         bd, vec, warps = ((self.bwd_BD, self.bwd_VEC, self.bwd_warps) if backward else
                           (self.BD, self.VEC, self.warps))
-        return dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), BT=self.BT, BD=bd, VEC=vec,
-                    BN=self.BN, WRAP=self.H % self.BT != 0, num_warps=warps)
+        flags = dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus), BT=self.BT, BD=bd, VEC=vec,
+                     BN=self.BN, WRAP=self.H % self.BT != 0, num_warps=warps)
+        if backward:
+            flags['RECOMPUTE'] = self.K > 1
+        return flags
 
     def carry(self, states, sums, A, adjoint, n_segs):
         dn = self.dim * self.N
@@ -873,7 +955,9 @@ def bwd_workspaces(p, B_dtype):
     """name -> (shape, dtype) of every buffer :func:`ss2d_bwd` allocates beyond its outputs, for plan ``p``; the
     traffic model (vmamba/analysis/scan_traffic.py) prices the backward's extra memory from this."""
     f32 = torch.float32
-    w = {'adjoint_entries': ((p.batch, p.n_chunks, 2, p.dim, p.N), f32)}  # forward routes', every chunk
+    w = {'adjoint_entries': ((p.batch, p.n_qrows, 2, p.dim, p.N), f32)}  # forward routes', every superchunk
+    if p.K > 1:  # a superchunk's entries, recomputed by the main kernel (see superchunk)
+        w['entry_scratch'] = ((p.batch, p.n_bsegs, p.K, p.dim, p.N), f32)
     if p.n_bsegs > 1:  # segment summaries, then entries; their decay sums and the compensation terms
         w['segments'] = ((p.batch, p.n_bsegs, 4, p.dim, p.N), f32)
         w['segment_decay'] = ((p.batch, p.n_bsegs, 4, p.dim), f32)
@@ -953,8 +1037,9 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     for pair in (0, 1):
         _bwd_summary_kernel[p.grid(backward=True)](
             delta, A, C, bias, dy, adj, adj_seg, adj_seg_decay, adj_seg_lo, scratch, p.L, p.H, p.W, p.dim, p.N,
-            p.n_chunks, p.bwd_cpp, p.n_bsegs, delta.stride(0), delta.stride(2), delta.stride(3), *Cs,
-            dy.stride(0), PAIR=pair, TWO_LEVEL=two, **p.flags(delta_bias, delta_softplus))
+            p.n_chunks, p.bwd_cpp, p.n_bsegs, p.K, p.n_sc, p.n_qrows, delta.stride(0), delta.stride(2),
+            delta.stride(3), *Cs, dy.stride(0), PAIR=pair, TWO_LEVEL=two, RECOMPUTE=p.K > 1,
+            **p.flags(delta_bias, delta_softplus))
     if two:
         p.carry(adj_seg, adj_seg_decay, A, adjoint=True, n_segs=p.n_bsegs)
     dx = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=x.dtype)
@@ -965,8 +1050,9 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     for pair in (0, 1):
         _bwd_kernel[(p.n_bsegs, p.batch)](
             x, delta, A, B, C, D if D is not None else dummy, bias, dy, entries, seg, adj, adj_seg, adj_seg_decay,
-            adj_seg_lo, scratch, dx, ddelta, dB, dC, pA, pD, pbias,
+            adj_seg_lo, scratch, work.get('entry_scratch', dummy), dx, ddelta, dB, dC, pA, pD, pbias,
             p.L, p.H, p.W, p.dim, p.N, p.n_chunks, p.bwd_cpp, p.bwd_blocks, p.n_bsegs, p.n_segs, p.fsegs_per_bseg,
+            p.K, p.n_sc, p.n_qrows,
             x.stride(0), delta.stride(0), delta.stride(2), delta.stride(3),
             B.stride(0), B.stride(2), B.stride(3), B.stride(4), *Cs, dy.stride(0),
             PAIR=pair, HAS_D=D is not None, TWO_LEVEL=two, FWD_TWO_LEVEL=p.n_segs > 1,
