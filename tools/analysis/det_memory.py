@@ -1,4 +1,5 @@
-"""Wall time and peak memory of one detection-size image through the VMamba backbone on CPU (inference).
+"""Wall time and peak memory of one detection-size image through the VMamba backbone on CPU (inference), or of
+a Mask R-CNN training step on it (``--train-detector``).
 
 Run it once per arch: the process itself is the measurement (peak RSS is the process's high-water mark,
 ``resource.getrusage``), so nothing else has been allocated in it before.
@@ -6,6 +7,7 @@ Run it once per arch: the process itself is the measurement (peak RSS is the pro
     python tools/analysis/det_memory.py tiny                 # 800x1344, 2 threads, the default backend
     python tools/analysis/det_memory.py vanilla_tiny --live  # also: the model code's own largest tensors
     VMAMBA_SCAN_BACKEND=torch python tools/analysis/det_memory.py tiny   # the chunked PyTorch scan
+    python tools/analysis/det_memory.py vanilla_tiny --train-detector    # Mask R-CNN 1x: loss + backward
 
 Printed: RSS after building the model, each forward's wall time, the peak RSS and its increase over the built
 model. ``--live`` runs one more forward that tracks every tensor the ops create (not the scan op's internal
@@ -27,6 +29,9 @@ def parse_args(argv=None):
     parser.add_argument('--repeats', type=int, default=2, help='forward passes (the first includes warm-up)')
     parser.add_argument('--live', action='store_true', help='also track the live tensors of one more forward')
     parser.add_argument('--top', type=int, default=8, help='tensors listed with --live')
+    parser.add_argument('--train-detector', action='store_true',
+                        help='time a training step (loss + backward) of configs/detection/maskrcnn_vmamba_<arch>_1x.py '
+                             'on the image, with synthetic boxes and masks, instead of the backbone forward')
     return parser.parse_args(argv)
 
 
@@ -48,6 +53,8 @@ def main(argv=None):
     from vmamba.ops import resolve_backend
 
     torch.set_num_threads(args.threads)
+    if args.train_detector:
+        return _train_detector(args, torch)
     model = VMamba(arch=args.arch).eval()
     x = torch.randn(args.batch, 3, *args.shape)
     built = _rss_mb()
@@ -74,6 +81,34 @@ def main(argv=None):
               f'alive then:')
         for nbytes, label, shape in tracker.at_peak[:args.top]:
             print(f'  {nbytes / 2**20:8.1f} MB  {label}  {list(shape)}')
+    return dict(times=times, peak_rss_mb=peak, built_rss_mb=built)
+
+
+def _train_detector(args, torch):
+    from vmamba.analysis.subjects import build_subject
+    config = os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'detection',
+                          f'maskrcnn_vmamba_{args.arch}_1x.py')
+    if not os.path.exists(config):
+        sys.exit(f'det_memory: no Mask R-CNN 1x config for {args.arch!r} ({os.path.normpath(config)}); '
+                 'pass a variant that has one (tiny, small, base, vanilla_tiny, ...)')
+    subject = build_subject(config)
+    subject.model.train()
+    batch = subject.batch(args.batch, *args.shape, targets=True)
+    built = _rss_mb()
+    print(f'Mask R-CNN + {args.arch}: {args.batch}x3x{batch.images.shape[2]}x{batch.images.shape[3]}, '
+          f'{args.threads} threads, training step (loss + backward); RSS after build {built:.0f} MB', flush=True)
+    times = []
+    for i in range(args.repeats):
+        torch.set_num_threads(args.threads)
+        start = time.perf_counter()
+        loss = subject.loss(batch)
+        loss.backward()
+        times.append(time.perf_counter() - start)
+        subject.model.zero_grad(set_to_none=True)
+        print(f'  step {i + 1}: {times[-1]:.2f} s, loss {loss.item():.3f}', flush=True)
+        del loss
+    peak = _max_rss_mb()
+    print(f'peak RSS {peak:.0f} MB (+{peak - built:.0f} MB over the built model); best step {min(times):.2f} s')
     return dict(times=times, peak_rss_mb=peak, built_rss_mb=built)
 
 
