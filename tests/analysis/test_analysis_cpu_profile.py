@@ -1,6 +1,7 @@
 """The CPU profile breakdown and the detection-size memory tool, end to end on tiny cases."""
 import json
 
+import pytest
 import torch
 
 from analysis_testlib import tool
@@ -51,6 +52,21 @@ def test_det_memory_tool_reports_time_and_peak(capsys):
     result = tool('det_memory').main(['tiny', '--shape', '64', '96', '--threads', '1', '--repeats', '1', '--live'])
     assert result['peak_rss_mb'] > 0 and result['built_rss_mb'] > 0 and len(result['times']) == 1
     assert 'live tensors created by the model code' in capsys.readouterr().out
+
+
+def test_det_memory_trains_the_detector(capsys):
+    """--train-detector: loss + backward of the arch's Mask R-CNN 1x config, one line per step with a finite loss."""
+    result = tool('det_memory').main(['tiny', '--shape', '128', '160', '--threads', '1', '--repeats', '2',
+                                      '--train-detector'])
+    assert len(result['times']) == 2 and result['peak_rss_mb'] > result['built_rss_mb'] > 0
+    out = capsys.readouterr().out
+    losses = [float(line.rsplit('loss', 1)[1]) for line in out.splitlines() if line.strip().startswith('step')]
+    assert len(losses) == 2 and all(0 < v < 100 for v in losses)
+
+
+def test_det_memory_rejects_an_arch_without_a_detector_config():
+    with pytest.raises(SystemExit, match='no Mask R-CNN 1x config'):
+        tool('det_memory').main(['nosuch', '--train-detector'])
 
 
 def test_benchmark_interleaved_reports_every_model_and_the_ratio(tmp_path, capsys):
