@@ -53,9 +53,10 @@ Design
   dtypes. **float64** inputs (gradcheck) are delegated to the float64 torch backend (:mod:`.torch_scan`),
   which recomputes its saved step sizes in the backward so that this backend still saves nothing.
 * Compiled with ``cache=True`` on first use (measured here: 9-17 s for everything, depending on the load of the
-  shared 2-core machine; the team cfuncs, compiled on the first multi-threaded call, add ~6 s: 15.4 s in all), loaded from numba's cache by later processes (< 1 s). Every kernel takes 1-D fp32
-  buffers + int64 strides (callers pass no literal constants, which would specialise a callee per value), so
-  each compiles exactly once. ``VMAMBA_NUMBA_NOCACHE=1`` disables the cache (for asm inspection).
+  shared 2-core machine; the team cfuncs, compiled on the first multi-threaded call, add ~6 s: 15.4 s in all),
+  loaded from numba's cache by later processes (~1 s). Every kernel takes 1-D fp32 buffers + int64 strides
+  (callers pass no literal constants, which would specialise a callee per value), so each compiles exactly once.
+  ``VMAMBA_NUMBA_NOCACHE=1`` disables the cache (for asm inspection).
 
 Backend interface: as :mod:`.torch_scan` (``scan_fwd``/``scan_bwd``/``ss2d_fwd``/``ss2d_bwd``).
 """

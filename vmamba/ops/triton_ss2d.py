@@ -733,9 +733,10 @@ def _bwd_kernel(x_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, er_
             if RECOMPUTE:  # the forward route's adjoint entry from this program's scratch rows
                 srow = (b * n_segs + prog) * K
                 if (c - c0) % K == 0:
-                    _adjoint_entries(c, tl.minimum(c + K, c1) - 1, (b * n_qrows + prog * n_sc + (c - c0) // K) * 2 + PAIR,
-                                     srow, qe_ptr, sq_ptr, dl_ptr + b * sdb + kf * sdk, sdp, dy_ptr, C_ptr, A_ptr,
-                                     Af_tile, bias_f, kf, b, L, H, W, Dm, N, d, md, offs_n, sCb, sCp, sCk, sCn, syb,
+                    qrow = (b * n_qrows + prog * n_sc + (c - c0) // K) * 2 + PAIR  # the superchunk's stored entry
+                    _adjoint_entries(c, tl.minimum(c + K, c1) - 1, qrow, srow, qe_ptr, sq_ptr,
+                                     dl_ptr + b * sdb + kf * sdk, sdp, dy_ptr, C_ptr, A_ptr, Af_tile, bias_f, kf, b,
+                                     L, H, W, Dm, N, d, md, offs_n, sCb, sCp, sCk, sCn, syb,
                                      PAIR, WRAP, SOFTPLUS, BT, BN)
                     tl.debug_barrier()  # every thread sees the scratch rows (each reads its own writes anyway)
                 ent_f, frow = sq_ptr, srow + (c - c0) % K
