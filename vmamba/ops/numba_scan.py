@@ -545,28 +545,14 @@ def _sum_blocks(p0, p1, part, out, nblk, size):
 # ------------------------------------------------------------------------------------------------------------
 _TEAM_SIG = types.void(types.CPointer(types.int64))
 _TEAM_JIT = dict(cache=_CACHE, nogil=True)
-_f, _i, _i2, _d = omp_team.arg_f32, omp_team.arg_i64, omp_team.arg_i64_2d, omp_team.arg_f64
-
-
-@njit(**_JIT)
-def _task_range(a):
-    """(p0, p1) of the next task of block a, (0, 0) when none is left."""
-    k = omp_team.next_task(a)
-    n, tasks = a[0], a[1]
-    if k >= tasks:
-        return 0, 0
-    return n * k // tasks, n * (k + 1) // tasks
-
-
-@njit(**_JIT)
-def _scalar(a, k):
-    return a[omp_team.HEADER + 3 * k]
+_f, _i, _i2, _d, _scalar = (omp_team.arg_f32, omp_team.arg_i64, omp_team.arg_i64_2d, omp_team.arg_f64,
+                             omp_team.arg_int)
 
 
 def _fwd_team(ptr):
     a = carray(ptr, (omp_team.HEADER + 3 * 22,))
     while True:
-        p0, p1 = _task_range(a)
+        p0, p1 = omp_team.next_range(a)
         if p1 == 0:
             return
         _fwd_programs(p0, p1, _scalar(a, 0), _f(a, 1), _i(a, 2), _f(a, 3), _i(a, 4), _f(a, 5), _i(a, 6), _f(a, 7),
@@ -578,7 +564,7 @@ def _fwd_team(ptr):
 def _bwd_team(ptr):
     a = carray(ptr, (omp_team.HEADER + 3 * 34,))
     while True:
-        p0, p1 = _task_range(a)
+        p0, p1 = omp_team.next_range(a)
         if p1 == 0:
             return
         _bwd_programs(p0, p1, _scalar(a, 0), _f(a, 1), _i(a, 2), _f(a, 3), _i(a, 4), _f(a, 5), _i(a, 6), _f(a, 7),
@@ -591,14 +577,14 @@ def _bwd_team(ptr):
 def _sum_blocks_team(ptr):
     a = carray(ptr, (omp_team.HEADER + 3 * 4,))
     while True:
-        p0, p1 = _task_range(a)
+        p0, p1 = omp_team.next_range(a)
         if p1 == 0:
             return
         _sum_blocks(p0, p1, _f(a, 0), _f(a, 1), _scalar(a, 2), _scalar(a, 3))
 
 
-_TEAM_FUNCS = {'_fwd_programs': _fwd_team, '_bwd_programs': _bwd_team, '_sum_blocks': _sum_blocks_team}
-_TEAM = {}  # kernel name -> its compiled cfunc (compiled on first use, after the batch loops)
+_TEAM_FUNCS = {_fwd_programs: _fwd_team, _bwd_programs: _bwd_team, _sum_blocks: _sum_blocks_team}
+_TEAM = {}  # kernel -> its compiled cfunc (compiled on first use, after the batch loops)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -614,11 +600,10 @@ _POOL = []
 
 def _team_cfunc(fn):
     """The cfunc that runs kernel fn on torch's OpenMP team (compiled, or loaded from numba's cache, once)."""
-    name = fn.__name__
     with _COMPILE_LOCK:
-        if name not in _TEAM:
-            _TEAM[name] = cfunc(_TEAM_SIG, **_TEAM_JIT)(_TEAM_FUNCS[name])
-    return _TEAM[name]
+        if fn not in _TEAM:
+            _TEAM[fn] = cfunc(_TEAM_SIG, **_TEAM_JIT)(_TEAM_FUNCS[fn])
+    return _TEAM[fn]
 
 
 def _run_parallel(fn, n_items, *args):

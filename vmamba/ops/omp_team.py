@@ -10,7 +10,7 @@ the threads that are spinning for work, so nothing competes.
 How: a kernel is wrapped in a numba ``cfunc`` ``void f(int64 *block)``; the *block* holds a task counter and the
 addresses of the runtime's ``GOMP_atomic_start``/``GOMP_atomic_end`` (a header of :data:`HEADER` slots), then
 three slots per kernel argument: (address, shape0, shape1) of a C-contiguous array, or the value of an integer.
-Every thread of the team takes whole tasks from the counter (:func:`next_task`) until none are left, so a core
+Every thread of the team takes whole tasks from the counter (:func:`next_range`) until none are left, so a core
 that is busy elsewhere just takes fewer. Results must not depend on which thread runs which task (the callers'
 kernels write disjoint outputs per program).
 
@@ -27,7 +27,8 @@ from llvmlite import ir
 from numba import carray as numba_carray, njit, types
 from numba.extending import intrinsic
 
-__all__ = ['HEADER', 'available', 'pack', 'run', 'next_task', 'arg_f32', 'arg_f64', 'arg_i64', 'arg_i64_2d']
+__all__ = ['HEADER', 'available', 'pack', 'run', 'next_range', 'arg_int', 'arg_f32', 'arg_f64', 'arg_i64',
+           'arg_i64_2d']
 
 #: Header slots of a block: n_items, tasks, next task, GOMP_atomic_start, GOMP_atomic_end.
 HEADER = 5
@@ -122,13 +123,29 @@ _JIT = dict(cache=os.environ.get('VMAMBA_NUMBA_NOCACHE') != '1', nogil=True)
 
 
 @njit(**_JIT)
-def next_task(blk):
+def _next_task(blk):
     """The next task index of the block's counter (>= tasks: none left)."""
     _call_void(blk[3])
     k = blk[2]
     blk[2] = k + 1
     _call_void(blk[4])
     return k
+
+
+@njit(**_JIT)
+def next_range(blk):
+    """[p0, p1) of the block's next task: task k of n items in ``tasks`` tasks is n k / tasks .. n (k + 1) / tasks
+    (as the callers' own pools split them); (0, 0) when none is left (tasks <= n, so a task never ends at 0)."""
+    k = _next_task(blk)
+    n, tasks = blk[0], blk[1]
+    if k >= tasks:
+        return 0, 0
+    return n * k // tasks, n * (k + 1) // tasks
+
+
+@njit(**_JIT)
+def arg_int(blk, k):
+    return blk[HEADER + 3 * k]
 
 
 @njit(**_JIT)

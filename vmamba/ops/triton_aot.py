@@ -188,8 +188,8 @@ def _fused_launches(batch, H, W, D, N):
                 sxb=L * D, sdb=L * D, sdp=D, sdk=batch * L * D, sBb=L * row, sBp=row, sBk=R + 2 * N,
                 sBn=1, sCb=L * row, sCp=row, sCk=R + 2 * N, sCn=1, syb=L * D, K=p.K, n_sc=p.n_sc,
                 n_qrows=p.n_qrows)
-    # the backward summary runs on the forward's tiles
-    bsummary_flags = dict(flags, TWO_LEVEL=p.n_bsegs > 1, RECOMPUTE=p.K > 1)
+    bsummary_flags = p.summary_flags(True, True)
+    bsummary_flags.pop('num_warps')
     flags['TWO_LEVEL'], bflags['TWO_LEVEL'] = p.n_segs > 1, p.n_bsegs > 1
     bints = dict(ints, chunks_per_prog=p.bwd_cpp, n_segs=p.n_bsegs)
     out = []

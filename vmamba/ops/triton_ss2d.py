@@ -937,6 +937,10 @@ class _Plan:
             flags['RECOMPUTE'] = self.K > 1
         return flags
 
+    def summary_flags(self, delta_bias, delta_softplus):
+        """Flags of the backward's summary launch: the forward's tiles, the backward's segments and superchunks."""
+        return dict(self.flags(delta_bias, delta_softplus), TWO_LEVEL=self.n_bsegs > 1, RECOMPUTE=self.K > 1)
+
     def carry(self, states, sums, A, adjoint, n_segs):
         dn = self.dim * self.N
         _carry_kernel[(triton.cdiv(dn, self.carry_blk), 4, self.batch)](
@@ -1039,8 +1043,7 @@ def ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
         _bwd_summary_kernel[p.grid(backward=True)](
             delta, A, C, bias, dy, adj, adj_seg, adj_seg_decay, adj_seg_lo, scratch, p.L, p.H, p.W, p.dim, p.N,
             p.n_chunks, p.bwd_cpp, p.n_bsegs, p.K, p.n_sc, p.n_qrows, delta.stride(0), delta.stride(2),
-            delta.stride(3), *Cs, dy.stride(0), PAIR=pair, TWO_LEVEL=two, RECOMPUTE=p.K > 1,
-            **p.flags(delta_bias, delta_softplus))
+            delta.stride(3), *Cs, dy.stride(0), PAIR=pair, **p.summary_flags(delta_bias, delta_softplus))
     if two:
         p.carry(adj_seg, adj_seg_decay, A, adjoint=True, n_segs=p.n_bsegs)
     dx = torch.empty(p.batch, p.H, p.W, p.dim, device=dev, dtype=x.dtype)
