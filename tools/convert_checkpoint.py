@@ -11,17 +11,21 @@ the ``ImageClassifier`` key names. The config's classifier is built and the conv
 it strictly before anything is written, so a file for the wrong variant fails here, with the reason.
 """
 import argparse
+import importlib
 import os.path as osp
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
 from mmengine.registry import init_default_scope
 
 import vmamba.models  # noqa: F401  (registers VMamba; `import vmamba` also fixes torch.load for old files)
-from vmamba.models.checkpoint import load_checkpoint_file
-from vmamba.tasks import common, config_check, errors
-from vmamba.tasks.checkpointing import atomic_torch_save
-from vmamba.tasks.classification import (WEIGHTS, check_state_dict_fits, check_official_checkpoint,
-                                         convert_official_checkpoint)
+from vmamba import errors
+from vmamba.engine.checkpointing import atomic_torch_save
+from vmamba.models.checkpoint import check_state_dict_fits, load_checkpoint_file
+from vmamba.tasks import adapters, config_check
+from vmamba.tasks.classification import WEIGHTS, check_official_checkpoint, convert_official_checkpoint
+
+#: The task whose checkpoints this tool writes.
+CLASSIFICATION = adapters.lookup('mmpretrain')
 
 
 def parse_args(argv=None):
@@ -38,19 +42,18 @@ def convert(config, src, dst, weights='ema'):
     """Convert ``src`` for ``config`` and save it to ``dst``; returns the saved dict."""
     folder = osp.dirname(osp.abspath(dst))
     if not osp.isdir(folder):
-        raise common.ToolError(f'The output folder {folder} does not exist; create it first '
+        raise errors.ToolError(f'The output folder {folder} does not exist; create it first '
                                f'(mkdir -p {folder}) or write elsewhere.')
     cfg = config_check.load_config(config)
-    if cfg.get('default_scope') != 'mmpretrain':
-        raise common.ToolError(f'{config} is a {cfg.get("default_scope")} config; the converter writes '
+    if adapters.lookup(cfg) is not CLASSIFICATION:
+        raise errors.ToolError(f'{config} is a {cfg.get("default_scope")} config; the converter writes '
                                'classification checkpoints: give it a config under configs/classification/.')
     config_check.require(cfg, config)
     checkpoint = load_checkpoint_file(src)
     other = 'raw' if weights == 'ema' else 'ema'
     check_official_checkpoint(checkpoint, weights, src, switch=f'--weights {other}')
-    init_default_scope('mmpretrain')
-    from mmpretrain.registry import MODELS
-    model = MODELS.build(cfg.model)
+    init_default_scope(CLASSIFICATION.scope)
+    model = importlib.import_module(CLASSIFICATION.registry).MODELS.build(cfg.model)
     converted = convert_official_checkpoint(checkpoint, weights)
     state_dict = converted['state_dict']
     check_state_dict_fits(model, state_dict, f'official checkpoint {osp.basename(src)}')
@@ -65,7 +68,7 @@ def main(argv=None):
     args = parse_args(argv)
     with errors.reported():
         if not osp.isfile(args.src):
-            raise common.ToolError(f'Checkpoint file not found: {args.src!r}.')
+            raise errors.ToolError(f'Checkpoint file not found: {args.src!r}.')
         convert(args.config, args.src, args.dst, args.weights)
     print(f'Wrote the {args.weights} weights of {args.src} for {args.config} to {args.dst}')
 

@@ -23,6 +23,7 @@ What it does, in order:
 import argparse
 import glob
 import importlib.metadata as md
+import importlib.util
 import os
 import subprocess
 import sys
@@ -36,7 +37,20 @@ BASE = ['setuptools>=77.0.3,<82', 'wheel', 'ninja', 'psutil', 'pytest']
 MM_CORE = ['opencv-python-headless', 'mmengine==0.10.7']
 CPU_JIT = ['numba>=0.61']
 DEPLOY = ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.2']
-MM_TASKS = ['mmdet==3.3.0', 'mmsegmentation==1.2.2', 'mmpretrain==1.2.0', 'pycocotools', 'ftfy', 'regex']
+
+
+def _task_adapters():
+    """vmamba/tasks/adapters.py, read by path: importing the vmamba package would need torch already."""
+    spec = importlib.util.spec_from_file_location('_vmamba_task_adapters',
+                                                  os.path.join(REPO, 'vmamba', 'tasks', 'adapters.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ADAPTERS = _task_adapters()
+#: The task codebases and the packages their metrics and datasets need (one row per task in the adapters).
+MM_TASKS = ADAPTERS.install_requirements()
 
 
 def log(msg):
@@ -159,14 +173,16 @@ def main():
         finally:
             os.unlink(f.name)
     pip('--no-deps', '--no-build-isolation', '-e', REPO)
-    check = ('import vmamba' + ('' if args.no_mm else ', mmcv.ops, mmdet, mmseg, mmpretrain') +
+    tasks = ''.join(f', {a.scope}' for a in ADAPTERS.ADAPTERS)
+    check = ('import vmamba' + ('' if args.no_mm else ', mmcv.ops' + tasks) +
              ('' if args.no_numba else ', numba') + (', onnx, onnxruntime' if args.deploy else ''))
     if not python_ok(check):
         subprocess.call([sys.executable, '-c', check])
         sys.exit('install finished but the imports above fail')
+    packages = [a.requirement.split('==')[0] for a in ADAPTERS.ADAPTERS]
     log('done: ' + ', '.join(f'{d} {version(d)}' for d in
-                             ['torch', 'torchvision', 'triton', 'mmengine', 'numba', 'mmcv', 'mmdet',
-                              'mmsegmentation', 'mmpretrain', 'onnx', 'onnxruntime'] if version(d)))
+                             ['torch', 'torchvision', 'triton', 'mmengine', 'numba', 'mmcv', *packages,
+                              'onnx', 'onnxruntime'] if version(d)))
 
 
 if __name__ == '__main__':

@@ -19,7 +19,10 @@ import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice 
 from mmengine.config import DictAction
 
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
-from vmamba.tasks import common, config_check, errors, exact_resume, strict_loading
+from vmamba import errors
+from vmamba.engine import exact_resume, strict_loading
+from vmamba.tasks import config_check, config_transforms, data_checks, distributed, eval_options
+from vmamba.tasks.runner import build_runner
 
 
 def parse_args(argv=None):
@@ -46,36 +49,36 @@ def parse_args(argv=None):
 def build_config(args):
     """Load the config and fold the command line into it."""
     if '://' not in args.checkpoint and not osp.isfile(args.checkpoint):
-        raise common.ToolError(f'checkpoint not found: {args.checkpoint!r}')
+        raise errors.ToolError(f'checkpoint not found: {args.checkpoint!r}')
     cfg = config_check.load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    common.default_work_dir(cfg, args.config, args.work_dir)
+    config_transforms.default_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
-        common.apply_show(cfg, args.show, args.show_dir, args.wait_time)
+        eval_options.apply_show(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
-        common.apply_tta(cfg)
+        eval_options.apply_tta(cfg)
     if args.out:
-        common.apply_out(cfg, args.out)
-    common.apply_scope_defaults(cfg)
-    common.fix_dataloaders(cfg)
+        eval_options.apply_out(cfg, args.out)
+    config_transforms.apply_scope_defaults(cfg)
+    config_transforms.fix_dataloaders(cfg)
     return cfg
 
 
 def main(argv=None):
     args = parse_args(argv)
-    common.setup_dynamo_cache()
+    config_transforms.setup_dynamo_cache()
     with errors.reported():
         cfg = build_config(args)
         config_check.require(cfg, args.config)
-        common.check_data(cfg, args.config, ['test_dataloader'])
+        data_checks.check_data(cfg, args.config, ['test_dataloader'])
         if not args.partial:
             strict_loading.add_strict_loading(cfg, args.checkpoint)
         exact_resume.track_data_errors(cfg, ['test_dataloader'])
-        common.setup_distributed(cfg)
-        runner = config_check.build_runner(cfg)
+        distributed.setup_distributed(cfg)
+        runner = build_runner(cfg)
         if args.out:
-            common.add_dump_results(runner, cfg, args.out)
+            eval_options.add_dump_results(runner, cfg, args.out)
         return runner.test()
 
 

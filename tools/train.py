@@ -10,7 +10,7 @@ The config's ``default_scope`` picks the codebase; this script imports none of t
 What the tool adds to the config so that training loses nothing (each in its module of ``vmamba/tasks``):
 crash-safe checkpoints (``checkpointing``), a checked resume (``resume``), data and random state that are a
 function of (seed, iteration) so that a resumed run continues exactly, with or without worker processes
-(``exact_resume``, ``common.StepSeedHook``), and a stop at the first non-finite loss (``nan_guard``).
+(``vmamba.engine.exact_resume``, with its ``StepSeedHook``), and a stop at the first non-finite loss (``nan_guard``).
 """
 import argparse
 import os
@@ -19,7 +19,10 @@ import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice 
 from mmengine.config import DictAction
 
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
-from vmamba.tasks import checkpointing, common, config_check, errors, exact_resume, nan_guard, resume
+from vmamba import errors
+from vmamba.engine import checkpointing, exact_resume, nan_guard, resume
+from vmamba.tasks import config_check, config_transforms, data_checks, distributed
+from vmamba.tasks.runner import build_runner
 
 
 def parse_args(argv=None):
@@ -50,15 +53,15 @@ def build_config(args):
     """Load the config and fold the command line into it."""
     cfg = config_check.load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
-    common.default_work_dir(cfg, args.config, args.work_dir)
+    config_transforms.default_work_dir(cfg, args.config, args.work_dir)
     if args.amp:
-        common.apply_amp(cfg)
+        config_transforms.apply_amp(cfg)
     if args.auto_scale_lr:
-        common.apply_auto_scale_lr(cfg)
-    common.apply_resume(cfg, args.resume)
-    common.add_step_seed_hook(cfg)  # random state per iteration, so that --resume continues exactly
-    common.apply_scope_defaults(cfg)
-    common.fix_dataloaders(cfg)
+        config_transforms.apply_auto_scale_lr(cfg)
+    config_transforms.apply_resume(cfg, args.resume)
+    exact_resume.add_step_seed_hook(cfg)  # random state per iteration, so that --resume continues exactly
+    config_transforms.apply_scope_defaults(cfg)
+    config_transforms.fix_dataloaders(cfg)
     return cfg
 
 
@@ -73,17 +76,17 @@ def make_reliable(cfg, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    common.setup_dynamo_cache()
+    config_transforms.setup_dynamo_cache()
     with errors.reported():
         cfg = build_config(args)
         config_check.require(cfg, args.config)
         loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
-        common.check_data(cfg, args.config, loaders)
-        common.check_pretrained(cfg)
+        data_checks.check_data(cfg, args.config, loaders)
+        data_checks.check_pretrained(cfg)
         resume.check_resume(cfg)
         make_reliable(cfg, args)
-        common.setup_distributed(cfg)
-        runner = config_check.build_runner(cfg)
+        distributed.setup_distributed(cfg)
+        runner = build_runner(cfg)
         runner.train()
 
 

@@ -21,8 +21,8 @@ max_epochs = 15
 # A custom arch: the final design's defaults (d_state 1, ssm_ratio 1, MLP 4x, conv stem) at a smaller size,
 # the demos' one (defined once, in vmamba/demo/__init__.py).
 from vmamba.demo import DEMO_ARCH as __mini_arch  # noqa: E402  (names starting with __ stay out of the config)
-custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.classification', 'vmamba.demo.hooks'],
-                      allow_failed_imports=False)
+custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.classification', 'vmamba.demo.datasets.classification',
+                               'vmamba.demo.hooks'], allow_failed_imports=False)
 model = dict(
     data_preprocessor=dict(num_classes=num_classes),
     backbone=dict(arch=dict(__mini_arch, _delete_=True), drop_path_rate=0.0),  # (_delete_: replaces a name)

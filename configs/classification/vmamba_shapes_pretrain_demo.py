@@ -10,7 +10,7 @@ _base_ = ['./vmamba_mini_demo.py']
 from vmamba.demo import DEMO_ARCH as __arch  # noqa: E402  (names starting with __ stay out of the config)
 from vmamba.demo import shapes_cls as __shapes  # noqa: E402
 
-custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.classification', 'vmamba.demo.datasets',
+custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.classification', 'vmamba.demo.datasets.classification',
                                'vmamba.demo.hooks'], allow_failed_imports=False)
 num_classes = len(__shapes.class_folders())
 image_size = 64

@@ -2,7 +2,7 @@
 
 No paper row (the paper reports B at 1x only). Drop-path 0.6 as the official 1x det config."""
 _base_ = ['./maskrcnn_vmamba_tiny_3x.py']
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 model = dict(
     backbone=dict(arch='base', drop_path_rate=0.6,

@@ -3,7 +3,7 @@
 Paper row: box AP 48.7, mask AP 43.7, 70M parameters. Drop-path 0.2 as the official det config (its
 ImageNet run used 0.3)."""
 _base_ = ['./maskrcnn_vmamba_tiny_1x.py']
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 model = dict(
     backbone=dict(arch='small', drop_path_rate=0.2,

@@ -2,7 +2,7 @@
 
 Paper row: box AP 49.9, mask AP 44.2. Drop-path 0.2 as the official det config."""
 _base_ = ['./maskrcnn_vmamba_tiny_3x.py']
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 model = dict(
     backbone=dict(arch='small', drop_path_rate=0.2,

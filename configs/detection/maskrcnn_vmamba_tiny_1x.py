@@ -20,7 +20,7 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 # Functions imported here are dropped from the config after it is read; only their results stay.
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 custom_imports = dict(imports=['vmamba.models'], allow_failed_imports=False)
 

@@ -20,9 +20,9 @@ _base_ = ['./maskrcnn_vmamba_tiny_1x.py']
 # Modules and functions imported here are dropped from the config after it is read; only values stay.
 from vmamba.demo import DEMO_ARCH as __arch  # noqa: E402  (names starting with __ stay out of the config)
 from vmamba.demo import coco as _shapes  # noqa: E402
-from vmamba.tasks.common import backbone_channels  # noqa: E402
+from vmamba.models.variants import backbone_channels  # noqa: E402
 
-custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.detection', 'vmamba.demo.hooks'],
+custom_imports = dict(imports=['vmamba.models', 'vmamba.demo.datasets.detection', 'vmamba.demo.hooks'],
                       allow_failed_imports=False)
 
 demo_data = dict(_shapes.DEFAULTS)  # 240 training / 32 validation images of 64 px, 1-3 shapes each, seed 0

@@ -5,7 +5,7 @@ official v0 det configs. (The official B det run started from the dp-0.5, no-EMA
 vssmbase_dp05_ckpt_epoch_260.pth; this config names the released dp-0.6 file; override
 model.backbone.init_cfg.checkpoint to use the other.)"""
 _base_ = ['./maskrcnn_vmamba_tiny_1x.py']
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 model = dict(
     backbone=dict(arch='vanilla_base', drop_path_rate=0.2,

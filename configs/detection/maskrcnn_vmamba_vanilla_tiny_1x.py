@@ -3,7 +3,7 @@
 Paper row: box AP 46.5, mask AP 42.1, 42M parameters. The official v0 det configs set no drop-path and
 inherit 0.2 from the Swin-T Mask R-CNN config; so does this one."""
 _base_ = ['./maskrcnn_vmamba_tiny_1x.py']
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 model = dict(
     backbone=dict(arch='vanilla_tiny', drop_path_rate=0.2,

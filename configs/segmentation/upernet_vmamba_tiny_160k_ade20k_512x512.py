@@ -15,7 +15,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
 ]
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402 (not kept in the config)
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402 (not kept in the config)
 
 custom_imports = dict(imports=['vmamba.models'], allow_failed_imports=False)
 

@@ -11,7 +11,7 @@
 _base_ = ['./upernet_vmamba_tiny_160k_ade20k_512x512.py']
 from vmamba.demo import ade20k  # noqa: E402  (modules never enter the config)
 
-custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.segmentation', 'vmamba.demo.hooks'],
+custom_imports = dict(imports=['vmamba.models', 'vmamba.demo.datasets.segmentation', 'vmamba.demo.hooks'],
                       allow_failed_imports=False)
 
 __classes = ade20k.DEMO_CLASSES  # an ADE20K subset: mmseg maps the stored ADE ids onto 0..4

@@ -5,7 +5,7 @@
 # The published run started from the dp0.5 non-EMA ImageNet checkpoint (vssmbase_dp05_ckpt_epoch_260.pth);
 # the default below is the released dp0.6 file.
 _base_ = ['./upernet_vmamba_tiny_160k_ade20k_512x512.py']
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 __arch = 'vanilla_base'
 

@@ -3,7 +3,7 @@
 # Published (official repo, README): 47.3 mIoU single-scale, 48.3 multi-scale + flip;
 #   55M params, 964 GFLOPs at 512x2048.
 _base_ = ['./upernet_vmamba_tiny_160k_ade20k_512x512.py']
-from vmamba.tasks.common import backbone_channels, official_checkpoint  # noqa: E402
+from vmamba.models.variants import backbone_channels, official_checkpoint  # noqa: E402
 
 __arch = 'vanilla_tiny'
 

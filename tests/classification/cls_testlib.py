@@ -48,7 +48,8 @@ def load_config(name, arch=None, **options):
 
 def build_runner(cfg, work_dir):
     """An mmengine Runner for ``cfg`` (unique experiment name, so several can live in one process)."""
-    import vmamba.tasks.classification  # noqa: F401  (registers the hook and the demo dataset)
+    import vmamba.tasks.classification  # noqa: F401  (registers the hooks)
+    import vmamba.demo.datasets.classification  # noqa: F401  (registers the demo dataset)
     from mmengine.runner import Runner
     cfg.work_dir = str(work_dir)
     cfg.experiment_name = f'cls_test_{uuid.uuid4().hex[:8]}'

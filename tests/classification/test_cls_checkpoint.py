@@ -108,7 +108,8 @@ def test_a_real_variant_names_the_variant_the_file_belongs_to(skip_weight_init):
     """A tiny_s2l5 file given to the tiny (s1l8) config: the error names tiny_s2l5 (checked on the dict)."""
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
-    from vmamba.tasks.classification import check_state_dict_fits, official_to_classifier_keys
+    from vmamba.models.checkpoint import check_state_dict_fits
+    from vmamba.tasks.classification import official_to_classifier_keys
     init_default_scope('mmpretrain')
     classifier = MODELS.build(load_config('vmamba_tiny_in1k.py').model)
     state = official_to_classifier_keys(VSSM(arch='tiny_s2l5').state_dict())

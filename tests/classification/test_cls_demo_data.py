@@ -54,7 +54,7 @@ def test_refuses_to_write_over_other_data(tmp_path):
 def test_demo_dataset_writes_the_set_on_first_use(tmp_path):
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import DATASETS
-    import vmamba.tasks.classification  # noqa: F401
+    import vmamba.demo.datasets.classification  # noqa: F401  (registers DemoImageNet)
     init_default_scope('mmpretrain')
     root = tmp_path / 'fresh'
     demo_cfg = dict(num_classes=3, train_per_class=2, val_per_class=1, size=16)
@@ -94,7 +94,7 @@ def render_single_colour(image):
 def test_shapes_dataset_writes_the_set_on_first_use(tmp_path):
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import DATASETS
-    import vmamba.demo.datasets  # noqa: F401  (registers DemoShapesImageNet)
+    import vmamba.demo.datasets.classification  # noqa: F401  (registers DemoShapesImageNet)
     init_default_scope('mmpretrain')
     cfg = dict(type='DemoShapesImageNet', data_root=str(tmp_path / 'fresh'),
                demo_cfg=dict(train_per_class=2, val_per_class=1, image_size=16))

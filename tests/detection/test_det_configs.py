@@ -107,7 +107,7 @@ def test_demo_config_differs_only_in_data_size_schedule_and_classes():
     real, demo = load('maskrcnn_vmamba_tiny_1x'), load('maskrcnn_vmamba_tiny_demo')
     from vmamba.demo.coco import CLASSES
     from vmamba.demo import DEMO_ARCH
-    from vmamba.tasks.common import backbone_channels
+    from vmamba.models.variants import backbone_channels
     # the backbone's width/depth (the demos' custom arch), drop path and init differ; the rest is the 1x config's
     assert demo.model.backbone == dict(real.model.backbone, arch=DEMO_ARCH, drop_path_rate=0.0, init_cfg=None)
     assert demo.model.neck == dict(real.model.neck, in_channels=backbone_channels(DEMO_ARCH))
@@ -117,4 +117,4 @@ def test_demo_config_differs_only_in_data_size_schedule_and_classes():
         real.optim_wrapper.paramwise_cfg
     assert demo.train_dataloader.dataset.type == 'DemoCocoDataset'
     assert demo.val_evaluator.type == 'CocoMetric' and demo.val_evaluator.metric == ['bbox', 'segm']
-    assert 'vmamba.tasks.detection' in demo.custom_imports.imports
+    assert 'vmamba.demo.datasets.detection' in demo.custom_imports.imports

@@ -86,7 +86,7 @@ def test_ensure_reuses_matching_set_and_refuses_others(small_set, tmp_path):
 def test_demo_dataset_generates_and_loads_in_mmdet(tmp_path):
     from mmengine.registry import init_default_scope
     from mmdet.registry import DATASETS
-    import vmamba.tasks.detection  # noqa: F401  (registers DemoCocoDataset)
+    import vmamba.demo.datasets.detection  # noqa: F401  (registers DemoCocoDataset)
 
     init_default_scope('mmdet')
     root = str(tmp_path / 'auto') + '/'

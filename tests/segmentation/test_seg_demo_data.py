@@ -84,7 +84,7 @@ def test_dataset_generates_and_maps_labels(tmp_path):
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    import vmamba.tasks.segmentation  # noqa: F401  (registers DemoADE20KDataset)
+    import vmamba.demo.datasets.segmentation  # noqa: F401  (registers DemoADE20KDataset)
     init_default_scope('mmseg')
     root = tmp_path / 'auto'
     dataset = DATASETS.build(dict(

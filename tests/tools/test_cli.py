@@ -10,7 +10,9 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from vmamba.tasks import common
+from vmamba.engine.exact_resume import StepSeedHook
+from vmamba.errors import ToolError
+from vmamba.tasks import data_checks, distributed
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 REAL = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_1x.py')
@@ -49,13 +51,13 @@ def test_missing_coco_in_test_tool(test_tool, empty_cwd):
 
 def test_missing_pretrained_checkpoint_says_where_and_how(empty_cwd):
     cfg = Config.fromfile(REAL)
-    with pytest.raises(common.ToolError) as info:
-        common.check_pretrained(cfg)
+    with pytest.raises(ToolError) as info:
+        data_checks.check_pretrained(cfg)
     message = str(info.value)
     assert 'checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth' in message
     assert 'model.backbone.init_cfg=None' in message and 'model.backbone.init_cfg.checkpoint=' in message
     cfg.model.backbone.init_cfg = None
-    common.check_pretrained(cfg)  # from scratch: nothing to check
+    data_checks.check_pretrained(cfg)  # from scratch: nothing to check
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the message is for CPU-only machines')
@@ -95,11 +97,11 @@ def test_pytorch_launcher_without_torchrun_env(train, empty_cwd, monkeypatch):
     for key in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'):
         monkeypatch.delenv(key, raising=False)
     cfg = train.build_config(train.parse_args([DEMO, '--launcher', 'pytorch']))
-    with pytest.raises(common.ToolError, match='torchrun'):
-        common.setup_distributed(cfg)
+    with pytest.raises(ToolError, match='torchrun'):
+        distributed.setup_distributed(cfg)
     cfg = train.build_config(train.parse_args([DEMO, '--launcher', 'slurm']))
-    with pytest.raises(common.ToolError, match='not supported'):
-        common.setup_distributed(cfg)
+    with pytest.raises(ToolError, match='not supported'):
+        distributed.setup_distributed(cfg)
 
 
 def test_test_tool_options(test_tool, empty_cwd):
@@ -142,7 +144,7 @@ def test_step_seed_hook_makes_random_state_a_function_of_the_iteration():
 
     def draws(seed, it, diff_rank_seed=False):
         runner = types.SimpleNamespace(seed=seed, iter=it, _randomness_cfg=dict(diff_rank_seed=diff_rank_seed))
-        common.StepSeedHook().after_train_iter(runner, 0)
+        StepSeedHook().after_train_iter(runner, 0)
         return torch.rand(3).tolist(), np.random.rand(), random.random()
 
     torch.rand(5), np.random.rand(7), random.random()  # whatever came before does not matter

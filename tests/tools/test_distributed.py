@@ -62,7 +62,7 @@ def write_twin_images(root):
 
 CONFIG = '''
 _base_ = [{demo!r}]
-custom_imports = dict(imports=['vmamba.models', 'vmamba.tasks.detection', 'grad_probe'],
+custom_imports = dict(imports=['vmamba.models', 'vmamba.demo.datasets.detection', 'grad_probe'],
                       allow_failed_imports=False)
 train_dataloader = dict(
     batch_size={batch}, num_workers=0, persistent_workers=False,

@@ -1,4 +1,4 @@
-"""Crash-safe checkpoints and a checked auto-resume (tools/train.py; vmamba/tasks/checkpointing.py, resume.py).
+"""Crash-safe checkpoints and a checked auto-resume (tools/train.py; vmamba/engine/checkpointing.py, resume.py).
 
 A real training subprocess (the segmentation demo, shrunk) is killed with SIGKILL in the middle of writing
 its second checkpoint, with ``max_keep_ckpts=1``. What must hold: the file being written never appears under
@@ -80,7 +80,7 @@ def two_checkpoints(killed, tmp_path):
 
 
 def _resolve(work, capsys):
-    from vmamba.tasks.resume import find_resumable
+    from vmamba.engine.resume import find_resumable
     path, ckpt = find_resumable(str(work))
     return path, ckpt, capsys.readouterr().err
 

@@ -1,6 +1,6 @@
 """Stop on a non-finite loss, strict loading in tools/test.py, and one-line errors for the mistakes a user makes
-(vmamba/tasks/nan_guard.py, strict_loading.py, config_check.py, errors.py, exact_resume.TrackedDataset,
-vmamba/models/checkpoint.py, the VMamba input check). Everything runs in-process on tiny configs."""
+(vmamba/engine/nan_guard.py, strict_loading.py, exact_resume.TrackedDataset, vmamba/tasks/config_check.py,
+vmamba/errors.py, vmamba/models/checkpoint.py, the VMamba input check). Everything runs in-process on tiny configs."""
 import json
 import os
 import os.path as osp
@@ -152,7 +152,7 @@ train_dataloader.update(batch_size=4)
 def test_a_broken_annotation_json_is_named(tmp_path):
     from mmengine.registry import init_default_scope
 
-    from vmamba.tasks.exact_resume import DataFileError, TrackedDataset
+    from vmamba.engine.exact_resume import DataFileError, TrackedDataset
     (tmp_path / 'ann.json').write_text('{"images": [{"id": 1,')
     init_default_scope('mmdet')
     with pytest.raises(DataFileError) as info:

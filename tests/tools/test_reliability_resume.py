@@ -1,6 +1,6 @@
 """``--resume`` continues exactly: after resuming, every loss term of every iteration is bit-identical to the
 uninterrupted run's, for each task, on epoch-based and iteration-based loops, with and without dataloader
-worker processes (vmamba/tasks/exact_resume.py, common.StepSeedHook). Each sample's augmentation is seeded
+worker processes (vmamba/engine/exact_resume.py, with its StepSeedHook). Each sample's augmentation is seeded
 from its place in the data stream, so the number of workers does not change the data either: a run resumed
 without workers continues the 2-worker run exactly too.
 

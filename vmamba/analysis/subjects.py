@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vmamba.models import VSSM, arch_names, load_official_weights, resolve_arch
+from vmamba.tasks.adapters import SUPPORTED_SCOPES, lookup
 
 from .flops import Complexity, count_complexity
 
@@ -36,7 +37,6 @@ __all__ = ['TASKS', 'DEFAULT_SHAPES', 'BASELINES', 'SWIN_BASELINE', 'Batch', 'Su
            'SpecError']
 
 TASKS = ('classification', 'detection', 'segmentation')
-_SCOPE_TASK = {'mmpretrain': 'classification', 'mmdet': 'detection', 'mmseg': 'segmentation'}
 
 #: The input size at which each task's FLOPs are published (H, W): ImageNet 224, COCO 1280x800 (as the
 #: official count: ``input_shape=(3, 1280, 800)``), ADE20K whole-image inference 512x2048.
@@ -302,13 +302,14 @@ def _config_subject(name, spec, checkpoint=None, cfg_options=None):
     from mmengine.registry import init_default_scope
 
     cfg = _load_config(spec, cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in _SCOPE_TASK:
-        raise SpecError(f'{spec}: default_scope {scope!r} is not one of {sorted(_SCOPE_TASK)}; the analysis '
-                        'tools handle mmpretrain classifiers, mmdet detectors and mmseg segmentors.')
-    task = _SCOPE_TASK[scope]
-    init_default_scope(scope)
-    registry = importlib.import_module(f'{scope}.registry').MODELS
+    adapter = lookup(cfg)
+    if adapter is None:
+        raise SpecError(f'{spec}: default_scope {cfg.get("default_scope")!r} is not one of '
+                        f'{sorted(SUPPORTED_SCOPES)}; the analysis tools handle mmpretrain classifiers, mmdet '
+                        'detectors and mmseg segmentors.')
+    task = adapter.task
+    init_default_scope(adapter.scope)
+    registry = importlib.import_module(adapter.registry).MODELS
     model = revert_sync_batchnorm(registry.build(cfg.model))  # SyncBN needs a process group
     if checkpoint:
         from mmengine.runner import load_checkpoint

@@ -5,6 +5,7 @@
   detection demo's classification pretraining);
 * :mod:`vmamba.demo.imagenet`: the classification demo's set; :mod:`vmamba.demo.ade20k`: street scenes in
   the ADE20K layout (segmentation);
+* :mod:`vmamba.demo.datasets`: these sets as datasets of mmdet, mmseg and mmpretrain (one module each);
 * :mod:`vmamba.demo.visualize`: predictions and training curves drawn to PNG files.
 """
 

@@ -30,7 +30,7 @@ import warnings
 
 import torch
 
-from vmamba.tasks.common import ToolError
+from vmamba.errors import ToolError
 
 from .weights import count_ss2d, stress_weights
 

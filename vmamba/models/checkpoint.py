@@ -7,7 +7,9 @@ back to a lenient unpickler that replaces classes it cannot import by inert plac
 unaffected. Only load files you trust: a full unpickle can run code.
 
 Every mismatch between a checkpoint and a model raises :class:`CheckpointMismatchError` with the
-missing/unexpected/mis-shaped keys and, when the file looks like another variant, its name.
+missing/unexpected/mis-shaped keys and, when the file looks like another variant, its name. The comparison
+(:class:`StateDictFit`) is the one the task hooks and the tools' strict loading use too. The error classes
+are defined in :mod:`vmamba.errors` (the tools report them) and re-exported here.
 """
 import os
 import pickle
@@ -16,24 +18,13 @@ import zipfile
 
 import torch
 
+from vmamba.errors import CheckpointMismatchError, CheckpointReadError
+
 from .variants import ARCH_SETTINGS
 
-__all__ = ['CheckpointMismatchError', 'CheckpointReadError', 'unreadable_reason', 'load_checkpoint_file', 'extract_state_dict', 'convert_official_keys',
-           'guess_arch', 'load_official_weights', 'load_pretrained']
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint's parameters do not fit the model."""
-
-
-class CheckpointReadError(ValueError):
-    """A file that cannot be read as a checkpoint (truncated, still being written, or not a PyTorch file).
-
-    ``reason`` holds the diagnosis alone (e.g. ``'it is empty (0 bytes)'``)."""
-
-    def __init__(self, message, reason=None):
-        super().__init__(message)
-        self.reason = reason or message
+__all__ = ['CheckpointMismatchError', 'CheckpointReadError', 'unreadable_reason', 'load_checkpoint_file',
+           'extract_state_dict', 'convert_official_keys', 'guess_arch', 'strip_module', 'StateDictFit',
+           'check_state_dict_fits', 'load_official_weights', 'load_pretrained']
 
 
 def _read_error(path, reason, advice='Download/copy it again.'):
@@ -189,24 +180,71 @@ def guess_arch(state_dict):
     return None
 
 
-def _check_fit(model, state_dict, may_miss=(), may_ignore=()):
-    """Raise CheckpointMismatchError unless ``state_dict`` fits ``model`` (up to the given key prefixes)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict and not any(k.startswith(p) for p in may_miss)]
-    unexpected = [k for k in state_dict if k not in own and not any(k.startswith(p) for p in may_ignore)]
-    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-              for k in state_dict if k in own and state_dict[k].shape != own[k].shape]
-    if not (missing or unexpected or shapes):
+def strip_module(state_dict):
+    """Drop DDP's ``module.`` prefix, as mmengine's Runner does before loading."""
+    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
+
+
+class StateDictFit:
+    """How ``state_dict`` differs from ``model``'s: missing, unexpected and mis-shaped keys.
+
+    The one comparison behind every "does not fit" message (the backbone's loaders, the classification
+    checkpoint hook, the tools' strict loading); keys under ``may_miss`` / ``may_ignore`` prefixes may be
+    missing from / unexpected in the checkpoint.
+    """
+
+    def __init__(self, model, state_dict, may_miss=(), may_ignore=()):
+        own = model.state_dict()
+        self.missing = [k for k in own if k not in state_dict and not any(k.startswith(p) for p in may_miss)]
+        self.unexpected = [k for k in state_dict
+                           if k not in own and not any(k.startswith(p) for p in may_ignore)]
+        self.mis_shaped = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in state_dict
+                           if k in own and hasattr(state_dict[k], 'shape')
+                           and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+
+    def __bool__(self):
+        """True when the state dict fits exactly."""
+        return not (self.missing or self.unexpected or self.mis_shaped)
+
+    def problems(self, what='checkpoint', shown=6, counted=False):
+        """One line per kind of difference, at most ``shown`` keys each.
+
+        ``counted``: ``'3 missing keys: ...'`` (for a one-line message), else ``'missing: ...'``."""
+        shapes = [f'{k}: {c} in the {what}, {m} in the model' for k, c, m in self.mis_shaped]
+        titles = (('missing keys', 'unexpected keys', 'mis-shaped keys') if counted
+                  else ('missing', 'unexpected', 'shape mismatches'))
+        lines = []
+        for title, items in zip(titles, (self.missing, self.unexpected, shapes)):
+            if items:
+                more = f', ... ({len(items)} in all)' if len(items) > shown else ''
+                lines.append(f'{len(items)} {title}: ' if counted else f'{title}: ')
+                lines[-1] += ', '.join(items[:shown]) + more
+        return lines
+
+
+def check_state_dict_fits(model, state_dict, what='checkpoint', may_miss=(), may_ignore=()):
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` has exactly ``model``'s keys and shapes.
+
+    ``model`` is a VMamba network (with ``arch_name``) or a model holding one as ``backbone``; when the
+    weights look like another published variant, the message names it.
+    """
+    fit = StateDictFit(model, state_dict, may_miss, may_ignore)
+    if fit:
         return
-    lines = [f'The checkpoint does not fit VMamba arch {getattr(model, "arch_name", "?")!r}.']
-    guessed = guess_arch(state_dict)
-    if guessed and guessed != getattr(model, 'arch_name', None):
-        lines.append(f'It looks like a {guessed!r} checkpoint: build the model with arch={guessed!r}, '
-                     'or use the checkpoint of your variant.')
-    for title, items in (('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)):
-        if items:
-            shown = ', '.join(items[:8]) + (f', ... ({len(items)} in all)' if len(items) > 8 else '')
-            lines.append(f'{title}: {shown}')
+    backbone = getattr(model, 'backbone', None)
+    if backbone is not None and hasattr(backbone, 'arch_name'):
+        arch, where = backbone.arch_name, f'this {type(model).__name__} (backbone arch {backbone.arch_name!r})'
+        trunk = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+        setting = 'model.backbone.arch'
+    else:
+        arch = getattr(model, 'arch_name', '?')
+        where, trunk, setting = f'VMamba arch {arch!r}', state_dict, 'arch'
+    lines = [f'The {what} does not fit {where}.']
+    guessed = guess_arch(trunk) if trunk else None
+    if guessed and guessed != arch:
+        lines.append(f'It looks like a {guessed!r} checkpoint: build the model with {setting}={guessed!r}, '
+                     f'or use the checkpoint of {arch!r}.')
+    lines += [f'  {line}' for line in fit.problems(what)]
     raise CheckpointMismatchError('\n'.join(lines))
 
 
@@ -215,7 +253,7 @@ def load_official_weights(model, checkpoint, key=None, prefix=None):
     if not isinstance(checkpoint, dict):
         checkpoint = load_checkpoint_file(checkpoint)
     state_dict = convert_official_keys(extract_state_dict(checkpoint, key), prefix)
-    _check_fit(model, state_dict)
+    check_state_dict_fits(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     return model
 
@@ -232,6 +270,6 @@ def load_pretrained(backbone, checkpoint, key=None, prefix=None):
     own = backbone.state_dict()
     state_dict = {k: v for k, v in state_dict.items()
                   if not k.startswith('classifier.') and (k in own or not k.startswith('outnorm'))}
-    _check_fit(backbone, state_dict, may_miss=('outnorm',))
+    check_state_dict_fits(backbone, state_dict, may_miss=('outnorm',))
     backbone.load_state_dict(state_dict, strict=False)
     return backbone

@@ -9,10 +9,22 @@ Two families were released (Liu et al., NeurIPS 2024; official repo MzeroMiko/VM
   Y blocks in stage 3".
 
 ``tiny``, ``small`` and ``base`` are the rows the paper headlines.
+
+Configs read :func:`backbone_channels` and :func:`official_checkpoint` from here, so that neck widths and
+checkpoint names are derived from this table instead of being typed again.
 """
 import copy
+import os.path as osp
 
-__all__ = ['ARCH_SETTINGS', 'ARCH_ALIASES', 'resolve_arch', 'arch_names']
+from vmamba.errors import ToolError
+
+__all__ = ['ARCH_SETTINGS', 'ARCH_ALIASES', 'CHECKPOINT_DIR', 'RELEASES_URL', 'resolve_arch', 'arch_names',
+           'backbone_channels', 'official_checkpoint']
+
+#: Where configs expect the official ImageNet checkpoints (relative to the working directory).
+CHECKPOINT_DIR = 'checkpoints'
+#: The official release page (the checkpoint files are assets of its releases).
+RELEASES_URL = 'https://github.com/MzeroMiko/VMamba/releases'
 
 _VANILLA = dict(version='v0', d_state=16, ssm_ratio=2.0, mlp_ratio=0.0, gated=True, conv_bias=True,
                 stem='patchify', downsample='merge')
@@ -78,3 +90,17 @@ def resolve_arch(arch):
             raise ValueError(f'depths must have 4 entries (one per stage), got {settings["depths"]}')
         return 'custom', settings
     raise TypeError(f'arch must be a variant name or a dict, got {type(arch).__name__}')
+
+
+def backbone_channels(arch):
+    """Channels of the four backbone outputs (stage i has ``dims * 2**i``), for neck/head ``in_channels``."""
+    _, settings = resolve_arch(arch)
+    return [settings['dims'] * 2**i for i in range(4)]
+
+
+def official_checkpoint(arch, directory=CHECKPOINT_DIR):
+    """Path of the official ImageNet checkpoint of ``arch`` under ``directory`` (the release file name)."""
+    name, settings = resolve_arch(arch)
+    if not settings.get('checkpoint'):
+        raise ToolError(f'No official checkpoint is known for VMamba arch {name!r}.')
+    return osp.join(directory, settings['checkpoint'])

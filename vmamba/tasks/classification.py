@@ -16,25 +16,23 @@ What this module adds to mmpretrain:
   itself only warns and goes on with random weights).
 * :class:`VMambaEMAHook`: mmpretrain's EMA hook, validating both the EMA and the raw weights (as the official
   trainer does) but testing only once.
-* :class:`DemoImageNet`: mmpretrain's ``ImageNet`` over the synthetic set of :mod:`vmamba.demo.imagenet`,
-  written on first use.
 * :func:`convert_official_checkpoint`, used by the hook and by ``tools/convert_checkpoint.py``.
+
+The demo datasets are registered by :mod:`vmamba.demo.datasets.classification`; importing this module
+registers them too, for configs whose ``custom_imports`` name only this module.
 """
 import torch
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from mmpretrain.datasets import ImageNet
 from mmpretrain.engine.hooks import EMAHook
-from mmpretrain.registry import DATASETS, HOOKS
+from mmpretrain.registry import HOOKS
 
-from vmamba.demo.imagenet import demo_set_classes, generate_demo_imagenet
-from vmamba.models.checkpoint import CheckpointMismatchError, convert_official_keys, guess_arch
-
-from .common import ToolError
+from vmamba.demo.datasets import classification as _demo_datasets  # noqa: F401  (registers the demo sets)
+from vmamba.errors import ToolError
+from vmamba.models.checkpoint import check_state_dict_fits, convert_official_keys, strip_module
 
 __all__ = ['WEIGHTS', 'official_to_classifier_keys', 'check_official_checkpoint', 'convert_official_checkpoint',
-           'check_state_dict_fits',
-           'VMambaCheckpointHook', 'VMambaEMAHook', 'DemoImageNet']
+           'VMambaCheckpointHook', 'VMambaEMAHook']
 
 #: Which weights of a checkpoint to use: the exponential moving average (the released accuracy of every
 #: official model but vanilla-tiny), or the raw trained weights.
@@ -111,29 +109,6 @@ def convert_official_checkpoint(checkpoint, weights='ema'):
     return {'state_dict': official_to_classifier_keys(_tensors(checkpoint[entry]))}
 
 
-def check_state_dict_fits(model, state_dict, what='checkpoint'):
-    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` has exactly ``model``'s keys and shapes."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k}: {tuple(state_dict[k].shape)} in the {what}, {tuple(own[k].shape)} in the model'
-              for k in state_dict if k in own and state_dict[k].shape != own[k].shape]
-    if not (missing or unexpected or shapes):
-        return
-    arch = getattr(getattr(model, 'backbone', None), 'arch_name', '?')
-    lines = [f'The {what} does not fit this classifier (backbone arch {arch!r}).']
-    backbone = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
-    guessed = guess_arch(backbone) if backbone else None
-    if guessed and guessed != arch:
-        lines.append(f'Its weights look like the {guessed!r} variant: use that variant\'s config '
-                     f'(model.backbone.arch={guessed!r}), or the checkpoint of {arch!r}.')
-    for title, items in (('missing', missing), ('unexpected', unexpected), ('shape mismatches', shapes)):
-        if items:
-            shown = ', '.join(items[:6]) + (f', ... ({len(items)} in all)' if len(items) > 6 else '')
-            lines.append(f'  {title}: {shown}')
-    raise CheckpointMismatchError('\n'.join(lines))
-
-
 @HOOKS.register_module()
 class VMambaCheckpointHook(Hook):
     """Make ``load_from`` accept official VMamba checkpoints, pick EMA or raw weights, and fail loudly.
@@ -147,7 +122,7 @@ class VMambaCheckpointHook(Hook):
     * an mmengine checkpoint written with an EMA hook holds the EMA weights in ``state_dict`` and the raw ones
       under ``module.`` in ``ema_state_dict``: the entry not picked is dropped;
     * the result must match the model's keys and shapes exactly, else :class:`CheckpointMismatchError`
-      (the Runner loads non-strictly and would only warn).
+      (the Runner loads non-strictly and would only warn; :func:`vmamba.models.checkpoint.check_state_dict_fits`).
 
     The EMA hook, which runs next, then starts its average from the same weights, so validation and testing
     evaluate the picked weights whichever model they use. When resuming, the checkpoint is only checked, never
@@ -181,7 +156,7 @@ class VMambaCheckpointHook(Hook):
                 self._pick_mmengine_weights(checkpoint)
             source = 'checkpoint'
         # Without a `state_dict` entry the Runner loads the dict itself as the state dict.
-        check_state_dict_fits(model, _strip_module(checkpoint.get('state_dict', checkpoint)), source)
+        check_state_dict_fits(model, strip_module(checkpoint.get('state_dict', checkpoint)), source)
         if 'ema_state_dict' in checkpoint:  # resuming
             ema = {k[len(_EMA_PREFIX):]: v for k, v in checkpoint['ema_state_dict'].items()
                    if k.startswith(_EMA_PREFIX)}
@@ -224,26 +199,3 @@ class VMambaEMAHook(EMAHook):
     def after_test_epoch(self, runner, metrics=None):
         if self.evaluate_on_ema:
             self._swap_ema_parameters()
-
-
-def _strip_module(state_dict):
-    """Drop DDP's ``module.`` prefix, as the Runner does before loading."""
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
-
-
-@DATASETS.register_module()
-class DemoImageNet(ImageNet):
-    """mmpretrain's ``ImageNet`` dataset over the synthetic demo set, written on first use.
-
-    If ``data_root`` does not hold a demo set made with ``demo_cfg`` (``num_classes``, ``train_per_class``,
-    ``val_per_class``, ``size``, ``seed``; see :func:`vmamba.demo.imagenet.generate_demo_imagenet`), it is
-    generated there, so the demo config runs from a fresh checkout. The class names come from the set, so
-    ``num_classes`` in ``demo_cfg`` is the one number to keep equal to the head's.
-    """
-
-    GENERATES_DATA = True  # tools/train.py skips its "data not found" check for this dataset
-
-    def __init__(self, data_root='data/demo_imagenet', split='train', demo_cfg=None, **kwargs):
-        root = generate_demo_imagenet(data_root, **(demo_cfg or {}))
-        kwargs.setdefault('metainfo', dict(classes=demo_set_classes(root)))
-        super().__init__(data_root=data_root, split=split, **kwargs)

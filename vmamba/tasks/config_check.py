@@ -4,7 +4,7 @@
   task codebases has, a config without ``model``;
 * :func:`explain_build_error`: an option the component does not take (``model.backbone.archh=tiny``) or a
   type no registry knows, turned from a 40-line traceback into the config key, what it may have meant and
-  what to do;
+  what to do (:func:`vmamba.tasks.runner.build_runner` applies it);
 * :func:`fit_schedulers_to_run`: schedulers that would begin at or after the end of a shortened run
   (``train_cfg.max_epochs=1`` on a config whose cosine phase starts at epoch 1) are left out, with a note,
   instead of failing in mmengine with ``end should be larger than begin``.
@@ -17,12 +17,11 @@ import sys
 
 from mmengine.config import Config
 
-from .common import ToolError
+from vmamba.errors import ToolError
 
-__all__ = ['SUPPORTED_SCOPES', 'load_config', 'require', 'build_runner', 'explain_build_error', 'fit_schedulers_to_run']
+from .adapters import SUPPORTED_SCOPES, lookup
 
-#: The codebases the tools dispatch on (``default_scope``), with what they train.
-SUPPORTED_SCOPES = {'mmdet': 'detection', 'mmseg': 'segmentation', 'mmpretrain': 'classification'}
+__all__ = ['SUPPORTED_SCOPES', 'load_config', 'require', 'explain_build_error', 'fit_schedulers_to_run']
 
 
 def load_config(path, options=None):
@@ -34,7 +33,7 @@ def load_config(path, options=None):
     if options:
         cfg.merge_from_dict(options)
     scope = cfg.get('default_scope')
-    if scope not in SUPPORTED_SCOPES:
+    if lookup(scope) is None:
         known = ', '.join(f'{s} ({t})' for s, t in SUPPORTED_SCOPES.items())
         found = f'default_scope={scope!r}' if scope else 'no default_scope'
         raise ToolError(f'{path} has {found}; these tools train and test configs of {known}. Inherit one of '
@@ -99,18 +98,6 @@ def explain_build_error(err, cfg):
             return ToolError(f'Unknown type {name!r} (not in the {registry} registry). Check its spelling in '
                              'the config, and that custom_imports imports the module that registers it.')
     return None
-
-
-def build_runner(cfg):
-    """:func:`vmamba.tasks.common.build_runner`, with config mistakes reported by :func:`explain_build_error`."""
-    from .common import build_runner as build
-    try:
-        return build(cfg)
-    except (TypeError, KeyError) as err:
-        explained = explain_build_error(err, cfg)
-        if explained is None:
-            raise
-        raise explained from err
 
 
 def _run_length(train_cfg, by_epoch):

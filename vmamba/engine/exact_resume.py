@@ -3,12 +3,12 @@
 What a training step sees is decided by three random streams, and mmengine restores none of them on resume:
 
 * the sample order: mmengine's samplers derive it from the seed (and the epoch), so it is reproducible,
-  provided the resumed run has the same seed (:func:`vmamba.tasks.resume.check_resume` sees to that);
+  provided the resumed run has the same seed (:func:`vmamba.engine.resume.check_resume` sees to that);
 * the augmentations: drawn from the global ``random``/numpy/torch generators of whichever process loads
   the sample (the main process with ``num_workers=0``, a worker otherwise, each seeded once when it starts);
 * the model's own randomness (drop-path, RoI sampling, batch augmentations in the data preprocessor), drawn
-  in the main process; :class:`~vmamba.tasks.common.StepSeedHook` reseeds it from (seed, iteration) before
-  every step.
+  in the main process; :class:`StepSeedHook` reseeds it from (seed, iteration) before
+  every step (``tools/train.py`` adds it to every run, :func:`add_step_seed_hook`).
 
 :class:`ExactBatchSampler` wraps the training loader's (batch) sampler and tags every index with its position
 ``(epoch, batch, slot)``; :class:`TrackedDataset` wraps the training set and, before loading a sample, seeds
@@ -34,15 +34,16 @@ import numpy as np
 import torch
 from mmengine.dataset import InfiniteSampler
 from mmengine.dist import get_rank
-from mmengine.registry import DATA_SAMPLERS, DATASETS, LOOPS
+from mmengine.hooks import Hook
+from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS
 from mmengine.runner import IterBasedTrainLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import BatchSampler
 
-from .common import ToolError
+from vmamba.errors import ToolError
 
 __all__ = ['DataFileError', 'KeyedIndex', 'TrackedDataset', 'ExactBatchSampler', 'ExactIterBasedTrainLoop',
-           'make_resume_exact', 'track_data_errors']
+           'StepSeedHook', 'add_step_seed_hook', 'make_resume_exact', 'track_data_errors']
 
 
 class DataFileError(ToolError):
@@ -218,6 +219,49 @@ class ExactIterBasedTrainLoop(IterBasedTrainLoop):
                                 '(nothing is loaded for the skipped batches).')
         self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
         self.dataloader_iterator._epoch = epochs
+
+
+@HOOKS.register_module()
+class StepSeedHook(Hook):
+    """Re-seed ``random``, numpy and torch from (seed, iteration) before every training step.
+
+    mmengine's ``--resume`` restores weights, optimizer, schedulers and counters, but not the random number
+    generators, so the model's own randomness (drop-path, RoI sampling, batch augmentations of the data
+    preprocessor) would differ after a resume. With this hook the generator state at each step is a function
+    of ``(runner.seed, runner.iter)`` only. It also reseeds after each iteration and at the start of each
+    epoch, for loaders that draw their augmentations in the main process. ``runner.seed`` is restored from
+    the checkpoint on resume; with ``randomness.diff_rank_seed=True`` each rank gets its own stream. The data
+    side is covered by :class:`TrackedDataset` and :class:`ExactBatchSampler`.
+    """
+
+    priority = 'LOWEST'  # run after every other hook of the same stage
+
+    def _reseed(self, runner):
+        rank = 0
+        if runner._randomness_cfg.get('diff_rank_seed'):
+            rank = get_rank()
+        seed = runner.seed if runner.seed is not None else 0
+        mixed = np.random.SeedSequence([seed, runner.iter, rank]).generate_state(2, dtype=np.uint32)
+        random.seed(int(mixed[0]))
+        np.random.seed(int(mixed[0]))
+        torch.manual_seed(int(mixed[0]) << 32 | int(mixed[1]))
+
+    def before_train_epoch(self, runner):
+        self._reseed(runner)
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self._reseed(runner)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        self._reseed(runner)
+
+
+def add_step_seed_hook(cfg):
+    """Append :class:`StepSeedHook` to the config's ``custom_hooks`` (once)."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') in ('StepSeedHook', StepSeedHook) for h in hooks):
+        hooks.append(dict(type='StepSeedHook'))
+    cfg.custom_hooks = hooks
 
 
 def _wrap_dataset(loader, split, seed=None):

@@ -5,39 +5,21 @@ checkpoint lacks keep their random initialisation, and mis-shaped tensors are sk
 in the log. Testing then scores a partly random model (a classification checkpoint on a segmentation config
 "reaches" an mIoU of 8) and exits 0. :class:`StrictLoadHook` compares the checkpoint's ``state_dict`` with
 the model before it is loaded and raises :class:`CheckpointFitError` listing the missing, unexpected and
-mis-shaped keys. ``tools/test.py --partial`` skips it (mmengine's behaviour, the warnings stay).
+mis-shaped keys (the comparison is :class:`vmamba.models.checkpoint.StateDictFit`, the one behind every
+"does not fit" message). ``tools/test.py --partial`` skips it (mmengine's behaviour, the warnings stay).
 """
 from mmengine.hooks import Hook
 from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 
-from .common import ToolError
+from vmamba.errors import ToolError
+from vmamba.models.checkpoint import StateDictFit, strip_module
 
-__all__ = ['CheckpointFitError', 'state_dict_problems', 'StrictLoadHook', 'add_strict_loading']
+__all__ = ['CheckpointFitError', 'StrictLoadHook', 'add_strict_loading']
 
 
 class CheckpointFitError(ToolError):
     """The checkpoint's weights do not fit the model of the config."""
-
-
-def _strip_module(state_dict):
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in state_dict.items()}
-
-
-def state_dict_problems(model, state_dict, shown=6):
-    """Lines describing how ``state_dict`` differs from ``model``'s (empty when it fits exactly)."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k} {tuple(state_dict[k].shape)} in the checkpoint, {tuple(own[k].shape)} in the model'
-              for k in state_dict if k in own and hasattr(state_dict[k], 'shape')
-              and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    lines = []
-    for title, items in (('missing', missing), ('unexpected', unexpected), ('mis-shaped', shapes)):
-        if items:
-            more = f', ... ({len(items)} in all)' if len(items) > shown else ''
-            lines.append(f'{len(items)} {title} keys: {", ".join(items[:shown])}{more}')
-    return lines
 
 
 @HOOKS.register_module()
@@ -58,7 +40,7 @@ class StrictLoadHook(Hook):
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # as mmengine's load_state_dict
             model = model.module
         state_dict = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-        problems = state_dict_problems(model, _strip_module(state_dict))
+        problems = StateDictFit(model, strip_module(state_dict)).problems(counted=True)
         if problems:
             source = self.source or runner._load_from or 'the checkpoint'
             raise CheckpointFitError(

@@ -5,7 +5,7 @@ mmengine trains on through NaN losses: the weights turn to NaN, the next checkpo
 checks every logged loss term after each iteration and raises :class:`NonFiniteError` (a ``ToolError``,
 so ``tools/train.py`` prints it and exits with status 1), naming the iteration, the terms that went
 non-finite and the last checkpoint written. It runs before the checkpoint hook of the same iteration, and
-:class:`~vmamba.tasks.checkpointing.SafeCheckpointHook` additionally refuses to save non-finite weights
+:class:`~vmamba.engine.checkpointing.SafeCheckpointHook` additionally refuses to save non-finite weights
 (a loss is computed before the update, so a bad step shows in the weights first).
 
 ``max_skipped`` tolerates that many *consecutive* non-finite iterations: meant for mixed precision, whose
@@ -19,7 +19,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from .common import ToolError
+from vmamba.errors import ToolError
 
 __all__ = ['NonFiniteError', 'NonFiniteLossHook', 'add_nan_guard', 'last_good_checkpoint']
 

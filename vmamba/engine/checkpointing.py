@@ -14,7 +14,7 @@ every option of the mmengine hook and changes only the order and the way files a
 
 So at any moment every ``*.pth`` under its final name is complete, and ``last_checkpoint`` names one of
 them. Before writing, the weights are checked: a model with non-finite weights is never saved
-(:class:`~vmamba.tasks.nan_guard.NonFiniteError`). Leftover temporary files of a killed run are removed when
+(:class:`~vmamba.engine.nan_guard.NonFiniteError`). Leftover temporary files of a killed run are removed when
 the next run starts. Remote back-ends (``s3://`` ...) keep mmengine's behaviour.
 """
 import glob

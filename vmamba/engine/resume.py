@@ -18,7 +18,7 @@ import sys
 from vmamba.models.checkpoint import CheckpointReadError, load_checkpoint_file
 
 from .checkpointing import TMP_SUFFIX
-from .common import ToolError
+from vmamba.errors import ToolError
 
 __all__ = ['RESUME_KEYS', 'checkpoint_problem', 'find_resumable', 'check_resume']
 
