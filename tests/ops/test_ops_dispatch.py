@@ -1,9 +1,11 @@
-"""Backend choice, argument checks, autocast, FLOPs convention and tracing of the scan ops."""
+"""Backend choice, argument checks, FLOPs convention and tracing of the scan ops.
+
+(Autocast is checked through the model, where it can go wrong: tests/models/test_models_autocast.py.)"""
 import pytest
 import torch
 
 from ops_testlib import cast_inputs, scan_inputs, ss2d_inputs
-from vmamba.ops import flops_selective_scan, resolve_backend, selective_scan, ss2d_selective_scan
+from vmamba.ops import resolve_backend, selective_scan, ss2d_selective_scan
 from vmamba.ops.dispatch import ENV_VAR, numba_available
 
 
@@ -56,28 +58,27 @@ def test_triton_rejects_float64():
         selective_scan(*inputs, backend='triton')
 
 
-def test_autocast_keeps_fp32_math():
-    """Under CPU autocast (bf16) the op still computes in fp32 on fp32 inputs: same result as without autocast."""
-    inputs = cast_inputs(ss2d_inputs(1, 4, 2, 5, 6), torch.float32, 'cpu')
-    plain = ss2d_selective_scan(*inputs)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        auto = ss2d_selective_scan(*inputs)
-        auto.sum().backward()
-    assert auto.dtype == torch.float32
-    torch.testing.assert_close(auto, plain)
-    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in inputs)
-
-
 def test_mixed_input_dtypes_are_promoted():
     u, delta, A, B, C, D, bias = cast_inputs(scan_inputs(1, 2, 2, 2, 12), torch.float32, 'cpu')
     y = selective_scan(u.bfloat16(), delta, A, B, C, D, bias, delta_softplus=True, out_float=False)
     assert y.dtype == torch.float32
 
 
-def test_flops_convention():
-    # 9 * B * L * D * N (+ B * D * L for the D skip), the official VMamba/mamba convention.
-    assert flops_selective_scan(2, 384, 3136, 1) == 9 * 2 * 3136 * 384 + 2 * 384 * 3136
-    assert flops_selective_scan(2, 384, 3136, 16, with_D=False) == 9 * 2 * 3136 * 384 * 16
+@pytest.mark.parametrize('arch', ['vanilla_tiny', 'tiny_s1l8'])
+def test_flops_convention_reproduces_the_published_counts(arch):
+    """The scan's count, 9·B·L·D·N + B·D·L (:func:`flops_selective_scan`), with fvcore's count of the rest of the
+    model gives the official ImageNet GFLOPs at 224² to the 0.01 G they are printed with.
+
+    The published numbers were counted by the official code, independently of this one. The scan is a third of
+    vanilla-T's count (d_state 16), so a coefficient other than 9 moves it off 5.63; the D-skip term is 0.2 %
+    of vanilla-T and 0.1 % of T (d_state 1), and leaving it out moves both off their printed values.
+    """
+    from vmamba.analysis import count_complexity
+    from vmamba.analysis.reference import CLASSIFICATION
+    from vmamba.models import VSSM
+
+    result = count_complexity(VSSM(arch=arch), torch.randn(1, 3, 224, 224))
+    assert round(result.flops / 1e9, 2) == CLASSIFICATION[arch]['gflops']
 
 
 @pytest.mark.filterwarnings('ignore::FutureWarning')  # torch.jit.trace is deprecated, but it is what fvcore uses

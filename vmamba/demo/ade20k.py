@@ -19,14 +19,13 @@ Command line::
 
     python -m vmamba.demo.ade20k data/demo_ade20k --num-train 64 --num-val 16
 """
-import argparse
 import os
 import os.path as osp
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
+
+from vmamba.demo.generator import run_cli, write_atomically
 
 __all__ = ['DEMO_CLASSES', 'ADE20K_IDS', 'render_scene', 'generate_demo_ade20k', 'is_demo_ade20k']
 
@@ -138,8 +137,8 @@ def generate_demo_ade20k(root, num_train=64, num_val=16, size=(96, 128), seed=0,
     """Write the demo set under ``root`` and return ``root``. Deterministic for a given seed.
 
     An existing complete set is kept unless ``overwrite``. The files are written to a temporary folder
-    next to ``root`` and moved into place in one rename, so concurrent callers (several processes, data
-    loader workers) never see a half-written set.
+    next to ``root`` and moved into place in one rename (:func:`.generator.write_atomically`), so concurrent
+    callers (several processes, data loader workers) never see a half-written set.
     """
     if num_train < 1 or num_val < 1:
         raise ValueError(f'need at least one image per split, got num_train={num_train}, num_val={num_val}')
@@ -152,9 +151,8 @@ def generate_demo_ade20k(root, num_train=64, num_val=16, size=(96, 128), seed=0,
     if osp.exists(root) and not overwrite and os.listdir(root):
         raise FileExistsError(f'{root} exists, is not empty and is not a complete ADE20K-layout set; '
                               'remove it, pick another folder, or pass overwrite=True.')
-    os.makedirs(osp.dirname(root), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.demo_ade20k-', dir=osp.dirname(root))
-    try:
+
+    def build(staging):
         rng = np.random.default_rng(seed)
         for split, count in zip(SPLITS, (num_train, num_val)):
             os.makedirs(osp.join(staging, 'images', split))
@@ -165,33 +163,16 @@ def generate_demo_ade20k(root, num_train=64, num_val=16, size=(96, 128), seed=0,
                 cv2.imwrite(osp.join(staging, 'images', split, stem + '.jpg'), image[:, :, ::-1],
                             [cv2.IMWRITE_JPEG_QUALITY, 95])
                 cv2.imwrite(osp.join(staging, 'annotations', split, stem + '.png'), label)
-        if overwrite and osp.exists(root):
-            shutil.rmtree(root)
-        elif osp.isdir(root) and not os.listdir(root):
-            os.rmdir(root)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not is_demo_ade20k(root):  # lost a race to another writer only if it left a full set
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+
+    # A failed rename is fine only if another writer left a full set.
+    return write_atomically(root, '.demo_ade20k-', build, replace=overwrite, complete=is_demo_ade20k)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Write a synthetic ADE20K-layout segmentation set.')
-    parser.add_argument('root', nargs='?', default='data/demo_ade20k', help='output folder')
-    parser.add_argument('--num-train', type=int, default=64)
-    parser.add_argument('--num-val', type=int, default=16)
-    parser.add_argument('--size', type=int, nargs=2, default=(96, 128), metavar=('H', 'W'))
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing set')
-    args = parser.parse_args(argv)
-    root = generate_demo_ade20k(args.root, args.num_train, args.num_val, tuple(args.size), args.seed,
-                                args.overwrite)
-    print(f'Demo ADE20K set ({args.num_train} training / {args.num_val} validation images, '
-          f'{args.size[0]}x{args.size[1]}) in {root}')
+    run_cli(argv, description='Write a synthetic ADE20K-layout segmentation set.', default_root='data/demo_ade20k',
+            metavars=dict(size=('H', 'W')), generate=generate_demo_ade20k,
+            report=lambda root, s: (f'Demo ADE20K set ({s["num_train"]} training / {s["num_val"]} validation '
+                                    f'images, {s["size"][0]}x{s["size"][1]}) in {root}'))
 
 
 if __name__ == '__main__':

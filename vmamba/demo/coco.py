@@ -14,24 +14,23 @@ is what the demo is for. Every instance is stored as a COCO polygon (circles as 
 area derived from the same polygon the image was painted from, so masks, boxes and pixels agree exactly.
 
 The output is a pure function of the settings (``seed`` included): the same call always writes the same
-bytes. Generation goes through a temporary folder renamed into place, so several processes (DDP ranks)
-may ask for the same set at once.
+bytes. Generation goes through a temporary folder renamed into place (:mod:`.generator`), so several
+processes (DDP ranks) may ask for the same set at once.
 
 Command line::
 
     python -m vmamba.demo.coco data/demo_shapes --num-train 240 --num-val 32 --image-size 64
 """
-import argparse
 import colorsys
 import json
 import math
 import os
 import os.path as osp
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
+
+from vmamba.demo.generator import ensure_recorded, run_cli, write_new_set
 
 __all__ = ['CLASSES', 'CLASS_HUES', 'SPLITS', 'DEFAULTS', 'render_image', 'paint_shape', 'background',
            'generate_demo_coco', 'ensure_demo_coco', 'ann_file', 'image_dir']
@@ -173,67 +172,29 @@ def generate_demo_coco(root, num_train=DEFAULTS['num_train'], num_val=DEFAULTS['
     """
     settings = dict(num_train=num_train, num_val=num_val, image_size=image_size, max_objects=max_objects,
                     seed=seed)
-    if osp.exists(root):
-        raise FileExistsError(f'{root} already exists; generate_demo_coco writes a new folder only.')
-    parent = osp.dirname(osp.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.demo_coco-', dir=parent)
-    try:
-        os.makedirs(osp.join(tmp, 'annotations'))
+
+    def build(staging):
+        os.makedirs(osp.join(staging, 'annotations'))
         streams = np.random.SeedSequence(seed).spawn(len(SPLITS))
         for split, count, stream in zip(SPLITS, (num_train, num_val), streams):
-            _write_split(tmp, split, count, image_size, max_objects, np.random.default_rng(stream))
-        with open(osp.join(tmp, _META), 'w') as f:
-            json.dump(dict(settings, classes=list(CLASSES), style=_STYLE), f, indent=1)
-        os.rename(tmp, root)  # atomic: readers see nothing or the complete set
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not osp.exists(osp.join(root, _META)):  # not a lost race with another process: a real error
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root
+            _write_split(staging, split, count, image_size, max_objects, np.random.default_rng(stream))
+
+    return write_new_set(root, 'generate_demo_coco', '.demo_coco-', build, _META,
+                         dict(settings, classes=list(CLASSES), style=_STYLE))
 
 
 def ensure_demo_coco(root, **settings):
     """Generate the set into ``root`` unless it is already there with the same settings.
 
-    Raises if ``root`` exists but is something else (another demo setting, or real data), rather than
-    overwriting it.
+    Raises if ``root`` exists but is something else (another demo setting, an older drawing style, or real
+    data), rather than overwriting it.
     """
-    settings = {**DEFAULTS, **settings}
-    unknown = set(settings) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f'unknown demo COCO settings {sorted(unknown)}; known: {sorted(DEFAULTS)}')
-    meta = osp.join(root, _META)
-    if not osp.exists(root):
-        generate_demo_coco(root, **settings)
-        return root
-    if not osp.exists(meta):
-        raise FileExistsError(f'{root} exists but is not a demo COCO folder (no {_META}); '
-                              'remove it or choose another data_root.')
-    with open(meta) as f:
-        found = json.load(f)
-    found.pop('classes', None)
-    if found.pop('style', None) != _STYLE:
-        raise FileExistsError(f'{root} holds a demo set drawn by an older version of vmamba.demo.coco; '
-                              f'delete {root} to regenerate it.')
-    if found != settings:
-        raise FileExistsError(f'{root} holds a demo set made with {found}, not {settings}; '
-                              f'delete {root} to regenerate it.')
-    return root
+    return ensure_recorded(root, settings, DEFAULTS, generate_demo_coco, _META, 'demo COCO', style=_STYLE)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Write the synthetic COCO-format shapes set.')
-    parser.add_argument('root', nargs='?', default='data/demo_shapes', help='output folder (must not exist)')
-    for key, value in DEFAULTS.items():
-        parser.add_argument(f'--{key.replace("_", "-")}', type=int, default=value)
-    args = parser.parse_args(argv)
-    settings = {k: getattr(args, k) for k in DEFAULTS}
-    generate_demo_coco(args.root, **settings)
-    print(f'wrote {args.root}: {settings}')
+    run_cli(argv, description='Write the synthetic COCO-format shapes set.', default_root='data/demo_shapes',
+            root_help='output folder (must not exist)', generate=generate_demo_coco)
 
 
 if __name__ == '__main__':

@@ -15,16 +15,14 @@ Command line::
 
     python -m vmamba.demo.imagenet data/demo_imagenet --num-classes 6 --train-per-class 64 --val-per-class 16
 """
-import argparse
 import colorsys
-import json
 import os
 import os.path as osp
-import shutil
-import tempfile
 
 import cv2
 import numpy as np
+
+from vmamba.demo.generator import read_json, run_cli, write_atomically, write_json
 
 __all__ = ['SHAPES', 'SPLITS', 'demo_classes', 'render_image', 'generate_demo_imagenet', 'is_demo_imagenet',
            'demo_set_classes']
@@ -105,11 +103,7 @@ def _spec(num_classes, train_per_class, val_per_class, size, seed):
 
 
 def _read_spec(root):
-    spec_path = osp.join(root, _SPEC_FILE)
-    if not osp.isfile(spec_path):
-        return None
-    with open(spec_path) as f:
-        return json.load(f)
+    return read_json(osp.join(root, _SPEC_FILE))
 
 
 def demo_set_classes(root):
@@ -146,7 +140,7 @@ def generate_demo_imagenet(root, num_classes=6, train_per_class=64, val_per_clas
     A complete set made with the same settings is kept as it is. Anything else already at ``root`` is an
     error unless ``overwrite`` (so a real dataset is never written over by mistake). Files go to a temporary
     folder next to ``root`` that is renamed into place at the end, so concurrent callers (several processes)
-    never see a half-written set.
+    never see a half-written set (:func:`.generator.write_atomically`).
     """
     if train_per_class < 1 or val_per_class < 1:
         raise ValueError(f'need at least one image per class and split, got train_per_class={train_per_class}, '
@@ -165,9 +159,8 @@ def generate_demo_imagenet(root, num_classes=6, train_per_class=64, val_per_clas
             f'{root} is not empty and is not a demo set made with {settings}'
             + (' (it is a demo set made with other settings)' if made_by_us else '')
             + '; remove it, choose another folder, or pass overwrite=True (--overwrite).')
-    os.makedirs(osp.dirname(root), exist_ok=True)
-    staging = tempfile.mkdtemp(prefix='.demo_imagenet-', dir=osp.dirname(root))
-    try:
+
+    def build(staging):
         # One generator per split, so the validation images don't change when the training split grows.
         for split_index, (split, per_class) in enumerate(zip(SPLITS, (train_per_class, val_per_class))):
             rng = np.random.default_rng([seed, split_index])
@@ -176,37 +169,21 @@ def generate_demo_imagenet(root, num_classes=6, train_per_class=64, val_per_clas
                 for i in range(per_class):
                     image = render_image(rng, label, num_classes, size)
                     cv2.imwrite(osp.join(staging, split, name, f'{name}_{i:05d}.png'), image[:, :, ::-1])
-        os.makedirs(osp.join(staging, 'meta'))
-        with open(osp.join(staging, _SPEC_FILE), 'w') as f:
-            json.dump(spec, f, indent=1)
-        if overwrite and osp.exists(root):
-            shutil.rmtree(root)
-        elif osp.isdir(root) and not os.listdir(root):
-            os.rmdir(root)
-        try:
-            os.rename(staging, root)
-        except OSError:
-            if not is_demo_imagenet(root, **settings):  # only a concurrent writer of the same set is fine
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+        write_json(osp.join(staging, _SPEC_FILE), spec)
+
+    # A failed rename is fine only if a concurrent writer left the same set.
+    return write_atomically(root, '.demo_imagenet-', build, replace=overwrite,
+                            complete=lambda found: is_demo_imagenet(found, **settings))
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description='Write a synthetic ImageNet-layout classification set.')
-    parser.add_argument('root', nargs='?', default='data/demo_imagenet', help='output folder')
-    parser.add_argument('--num-classes', type=int, default=6, help=f'2..{len(SHAPES)}')
-    parser.add_argument('--train-per-class', type=int, default=64)
-    parser.add_argument('--val-per-class', type=int, default=16)
-    parser.add_argument('--size', type=int, default=64, help='image side in pixels')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--overwrite', action='store_true', help='replace whatever is at root')
-    args = parser.parse_args(argv)
-    root = generate_demo_imagenet(args.root, args.num_classes, args.train_per_class, args.val_per_class,
-                                  args.size, args.seed, args.overwrite)
-    print(f'Demo ImageNet-layout set: {args.num_classes} classes x ({args.train_per_class} train + '
-          f'{args.val_per_class} val) images of {args.size}x{args.size} px in {root}')
+    run_cli(argv, description='Write a synthetic ImageNet-layout classification set.',
+            default_root='data/demo_imagenet', generate=generate_demo_imagenet,
+            helps=dict(num_classes=f'2..{len(SHAPES)}', size='image side in pixels'),
+            overwrite_help='replace whatever is at root',
+            report=lambda root, s: (f'Demo ImageNet-layout set: {s["num_classes"]} classes x '
+                                    f'({s["train_per_class"]} train + {s["val_per_class"]} val) images of '
+                                    f'{s["size"]}x{s["size"]} px in {root}'))
 
 
 if __name__ == '__main__':
