@@ -168,7 +168,7 @@ def _delta(b, delta, delta_bias, bias_shape, softplus):
         delta = b.op('Add', delta, b.op('Reshape', delta_bias, bias_shape))
     if softplus:
         # max(z, 0) + log(1 + exp(-|z|)): overflow-free, and above 20 the log term is below half an ulp of z, i.e.
-        # the identity there as torch's threshold. (onnxruntime's own Softplus is ~10x slower than these ops.)
+        # the identity there as torch's threshold. (onnxruntime's own Softplus is much slower than these ops.)
         tail = b.op('Log', b.op('Add', b.op('Exp', b.op('Neg', b.op('Abs', delta))), b.const(1.0, _FLOAT)))
         delta = b.op('Add', b.op('Relu', delta), tail)
     return delta

@@ -24,7 +24,8 @@ def channels_last_conv2d(*args, **kwargs):
     """``nn.Conv2d(*args, **kwargs)`` with its weight in the channels_last memory format.
 
     The same parameter (name, shape, values; loading a checkpoint copies into it and keeps the format), only its
-    strides differ (timings in docs/benchmarks.md, "CPU inference: where VMamba-T's time goes").
+    strides differ. Why: a contiguous weight on a channels-last input is reordered by oneDNN on every call (and
+    back for its gradient); stored channels_last it is not (timings: docs/benchmarks.md, "Model-code choices").
     """
     return nn.Conv2d(*args, **kwargs).to(memory_format=torch.channels_last)
 
@@ -69,11 +70,11 @@ class Mlp(nn.Module):
     activations stay in cache instead of going to memory and back, and are never allocated for the whole map.
     Each position goes through the same products and GELU as in one piece (equal up to fp32 round-off; bitwise in
     the tests). With more threads the blocks' many short parallel regions stall whenever another process holds a
-    core (2x slower on a loaded 2-core machine), so training, multi-threaded inference, GPUs and traced/compiled
-    graphs take the one-piece path.
+    core, so training, multi-threaded inference, GPUs and traced/compiled graphs take the one-piece path (timings:
+    docs/benchmarks.md, "Model-code choices").
     """
 
-    #: Hidden activations per block in blocked CPU inference (the best of 2^17..2^20 on an EPYC with 512 KB L2).
+    #: Hidden activations per block in blocked CPU inference (the best of 2^17..2^20 on a CPU with 512 KB L2).
     block_elems = 2 ** 18
     #: Inputs whose hidden activations are smaller than this stay in one piece (they fit the last-level cache).
     blocked_above = 2 ** 21

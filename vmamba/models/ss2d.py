@@ -11,8 +11,9 @@ For a channels-last map x of shape (B, H, W, C)::
       -> LayerNorm(Di) [-> * SiLU(z) in the gated vanilla design] -> out_proj    (B, H, W, C)
 
 The projections act per position, so they are applied to the un-permuted map and only the scan walks the
-routes: the model hands x and the per-route delta/B/C maps to :func:`vmamba.ops.ss2d_selective_scan`,
-the one narrow call into the op (a fused kernel on GPU, a chunked PyTorch scan on CPU). Everything stays
+routes: the model hands x and the per-route delta/B/C maps to :func:`vmamba.ops.ss2d_selective_scan`, the one
+narrow call into the op, which reads the four routes in place (Triton kernels on GPU; on CPU the compiled numba
+scan, with the chunked PyTorch scan as fallback and reference; docs/design/scan-kernels.md). Everything stays
 channels-last, (B, H, W, ...) with the channels innermost, from in_proj to out_proj: the conv works in the
 channels_last memory format (its weight is stored that way too, :func:`.layers.channels_last_conv2d`), so no
 activation or weight is copied to change its layout.
