@@ -30,7 +30,10 @@ import torch
 from mmengine.config import Config, DictAction
 
 from vmamba.models import VMamba, VSSM
-from vmamba.tasks import checkpointing, common, nan_guard
+from vmamba.engine import checkpointing, exact_resume, nan_guard
+from vmamba.errors import ToolError
+from vmamba.tasks import config_transforms
+from vmamba.tasks.runner import build_runner
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
@@ -66,7 +69,7 @@ def build_config(config, work_dir=None, epochs=None, seed=None, cfg_options=None
     cfg = Config.fromfile(config)
     if epochs is not None:
         if 'max_epochs' not in cfg.train_cfg:
-            raise common.ToolError(f'--epochs: {osp.basename(config)} counts iterations, not epochs; use '
+            raise ToolError(f'--epochs: {osp.basename(config)} counts iterations, not epochs; use '
                                    f'--cfg-options train_cfg.max_iters=N')
         cfg.train_cfg.max_epochs = epochs
         for scheduler in cfg.param_scheduler:  # the cosine decay ends with the run
@@ -77,9 +80,9 @@ def build_config(config, work_dir=None, epochs=None, seed=None, cfg_options=None
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     cfg.launcher = 'none'
-    common.default_work_dir(cfg, config, work_dir)
-    common.add_step_seed_hook(cfg)
-    common.fix_dataloaders(cfg)
+    config_transforms.default_work_dir(cfg, config, work_dir)
+    exact_resume.add_step_seed_hook(cfg)
+    config_transforms.fix_dataloaders(cfg)
     checkpointing.use_safe_checkpoints(cfg)  # crash-safe checkpoints and the NaN stop, as tools/train.py has
     nan_guard.add_nan_guard(cfg, None)
     return cfg
@@ -90,7 +93,7 @@ def run(cfg, title):
     from vmamba.demo.hooks import DemoProgressHook, DemoVisHook
     print(f'\n== {title} ==', flush=True)
     cfg.log_level = 'WARNING'  # the console shows warnings and the progress lines; the log file gets INFO
-    runner = common.build_runner(cfg)
+    runner = build_runner(cfg)
     runner.logger.setLevel(logging.INFO)
     for handler in runner.logger.handlers:
         if isinstance(handler, logging.FileHandler):
@@ -109,7 +112,7 @@ def run(cfg, title):
 def _last_checkpoint(work_dir):
     pointer = osp.join(work_dir, 'last_checkpoint')
     if not osp.isfile(pointer):
-        raise common.ToolError(f'no checkpoint was written to {work_dir}')
+        raise ToolError(f'no checkpoint was written to {work_dir}')
     with open(pointer) as f:
         return f.read().strip()
 
@@ -147,7 +150,7 @@ def train_demo(task='detection', work_dir=None, epochs=None, seed=None, cfg_opti
     timings = []
     cfg = build_config(config, main_dir, epochs, seed, cfg_options)
     if pretrained and task != 'detection':
-        raise common.ToolError('--pretrain is for the detection demo (--task detection)')
+        raise ToolError('--pretrain is for the detection demo (--task detection)')
     if pretrained:
         pre_dir = osp.join(main_dir, 'pretrain')
         checkpoint, top1, seconds, pre_runner = pretrain(pre_dir, seed)
@@ -200,7 +203,7 @@ def main(argv=None):
     try:
         return train_demo(args.task, args.work_dir, args.epochs, args.seed, args.cfg_options,
                           pretrained=args.pretrain)
-    except (common.ToolError, FileExistsError) as err:
+    except (ToolError, FileExistsError) as err:
         sys.exit(f'error: {err}')
 
 

@@ -30,7 +30,7 @@ import re
 import sys
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
-from vmamba.tasks import errors
+from vmamba import errors
 
 
 def parse_args(argv=None):

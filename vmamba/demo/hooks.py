@@ -17,12 +17,12 @@ from mmengine.registry import HOOKS
 from mmengine.runner import EpochBasedTrainLoop
 
 from vmamba.demo import visualize
+from vmamba.tasks.adapters import ADAPTERS
 
 __all__ = ['DemoVisHook', 'DemoProgressHook', 'HEADLINE_METRICS']
 
 #: The validation metrics the curves and the progress lines show, per task (the first ones found are used).
-HEADLINE_METRICS = {'coco/bbox_mAP': 'box mAP', 'coco/segm_mAP': 'mask mAP', 'accuracy/top1': 'top-1 %',
-                    'mIoU': 'mIoU %'}
+HEADLINE_METRICS = {key: label for adapter in ADAPTERS for key, label in adapter.headline_metrics}
 
 
 def _numpy(value):

@@ -10,22 +10,5 @@
 * :mod:`.classification`: mmpretrain hooks for official checkpoints and the EMA.
 
 What keeps a run from losing work (checkpointing, resume, the NaN stop, strict loading) is in
-:mod:`vmamba.engine`, the user errors in :mod:`vmamba.errors`. The names below, modules that used to live
-here, still resolve (``from vmamba.tasks import errors, nan_guard``) for code written against them.
+:mod:`vmamba.engine`, the user errors in :mod:`vmamba.errors`.
 """
-import importlib
-
-_MOVED = {
-    'errors': 'vmamba.errors',
-    'checkpointing': 'vmamba.engine.checkpointing',
-    'exact_resume': 'vmamba.engine.exact_resume',
-    'nan_guard': 'vmamba.engine.nan_guard',
-    'resume': 'vmamba.engine.resume',
-    'strict_loading': 'vmamba.engine.strict_loading',
-}
-
-
-def __getattr__(name):
-    if name in _MOVED:
-        return importlib.import_module(_MOVED[name])
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

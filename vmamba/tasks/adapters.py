@@ -31,7 +31,7 @@ class TaskAdapter(NamedTuple):
     flip_tta_pipeline: bool        #: without a ``tta_pipeline``, test with flip / no-flip
     tta_flip_meta: bool            #: the packing step must keep the flip state (to undo it on boxes)
     default_collate: bool          #: its tools default ``collate_fn`` to ``default_collate``
-    headline_metrics: tuple        #: the metrics its evaluators report first
+    headline_metrics: tuple        #: (metric key, label) of what its demos' progress lines and curves show
 
 
 ADAPTERS = (
@@ -43,7 +43,7 @@ ADAPTERS = (
         out_to_evaluator=False, show_dir_on='hook.test_out_dir', show_by_enable=False,
         tta_model=dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)),
         flip_tta_pipeline=True, tta_flip_meta=True, default_collate=False,
-        headline_metrics=('coco/bbox_mAP', 'coco/segm_mAP')),
+        headline_metrics=(('coco/bbox_mAP', 'box mAP'), ('coco/segm_mAP', 'mask mAP'))),
     TaskAdapter(
         task='segmentation', scope='mmseg', registry='mmseg.registry',
         demo_datasets='vmamba.demo.datasets.segmentation',
@@ -51,7 +51,7 @@ ADAPTERS = (
         dump_results=None, out_to_evaluator=True, show_dir_on='visualizer.save_dir', show_by_enable=False,
         tta_model=None,  # mmseg's multi-scale TTA has no sensible default
         flip_tta_pipeline=False, tta_flip_meta=False, default_collate=False,
-        headline_metrics=('mIoU',)),
+        headline_metrics=(('mIoU', 'mIoU %'),)),
     TaskAdapter(
         task='classification', scope='mmpretrain', registry='mmpretrain.registry',
         demo_datasets='vmamba.demo.datasets.classification',
@@ -60,7 +60,7 @@ ADAPTERS = (
         out_to_evaluator=False, show_dir_on='hook.out_dir', show_by_enable=True,
         tta_model=dict(type='mmpretrain.AverageClsScoreTTA'),
         flip_tta_pipeline=True, tta_flip_meta=False, default_collate=True,
-        headline_metrics=('accuracy/top1',)),
+        headline_metrics=(('accuracy/top1', 'top-1 %'),)),
 )
 
 #: scope -> task, for messages.

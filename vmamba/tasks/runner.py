@@ -9,10 +9,9 @@ from .config_check import explain_build_error
 __all__ = ['build_runner']
 
 
-def build_runner(cfg, explain=True):
-    """``Runner.from_cfg``, or the config's ``runner_type`` from the registry.
-
-    With ``explain``, a ``TypeError``/``KeyError`` that is a config mistake is raised as a ToolError."""
+def build_runner(cfg):
+    """``Runner.from_cfg``, or the config's ``runner_type`` from the registry; a ``TypeError``/``KeyError``
+    that is a config mistake is raised as a ToolError."""
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     try:
@@ -20,7 +19,7 @@ def build_runner(cfg, explain=True):
             return RUNNERS.build(cfg)
         return Runner.from_cfg(cfg)
     except (TypeError, KeyError) as err:
-        explained = explain_build_error(err, cfg) if explain else None
+        explained = explain_build_error(err, cfg)
         if explained is None:
             raise
         raise explained from err
