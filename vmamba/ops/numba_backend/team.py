@@ -8,16 +8,18 @@ work, so nothing competes.
 
 How: a task kernel ``kernel(p0, p1, *args)`` runs as a numba ``cfunc`` ``void f(int64 *block)``. The *block*
 holds a header of :data:`HEADER` slots (n_items, tasks, the task counter, the addresses of the runtime's
-``GOMP_atomic_start``/``GOMP_atomic_end``), then the kernel's arguments in order: an integer or bool in one
-slot, a C-contiguous array as its address and shape (1 + ndim slots). The layout comes from one place, the
-kernel's own signature (its parameters after ``p0, p1`` are annotated with numba types, see :mod:`.kernels`):
-:func:`pack` writes the block from it on the host, and one intrinsic (:func:`_unpack`) reads it back into the
-kernel's arguments inside the cfunc. Every thread of the team takes whole tasks from the counter
+``GOMP_atomic_start``/``GOMP_atomic_end`` and of the kernel's compiled function), then the kernel's arguments in
+order: an integer or bool in one slot, a C-contiguous array as its address and shape (1 + ndim slots). The
+layout comes from one place, the kernel's own signature (its parameters after ``p0, p1`` are annotated with
+numba types, see :mod:`.kernels`): :func:`pack` writes the block from it on the host, and one intrinsic
+(:func:`_call_kernel`) reads it back into the kernel's arguments inside the cfunc (:func:`_read_args`) and
+calls the kernel's own machine code through the block's address (why not by name: :func:`task_cfunc`), the
+code a single-threaded call runs, so results do not depend on the path. Every thread of the team takes whole tasks from the counter
 (:func:`next_range`) until none are left, so a core that is busy elsewhere just takes fewer. Results must not
 depend on which thread runs which task (the kernels write disjoint outputs per program).
 
 The cfunc of a kernel is one closure (:func:`_task_loop`) that names its kernel by a string, resolved at compile
-time (:func:`_call_kernel`): numba's cache keys a closure by its captured values, which a string keeps stable
+time to its argument layout (:func:`_call_kernel`): numba's cache keys a closure by its captured values, which a string keeps stable
 across processes (a captured dispatcher would not).
 
 The runtime is the OpenMP library loaded in this process for ATen (torch's bundled libgomp on Linux wheels;
@@ -33,7 +35,8 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import carray, cfunc, njit, types
-from numba.extending import intrinsic, overload
+from numba.core import cgutils
+from numba.extending import intrinsic
 from numba.np.arrayobj import populate_array
 from numba.np.numpy_support import as_dtype
 
@@ -41,8 +44,10 @@ from .jit import CFUNC, COMPILE_LOCK
 
 __all__ = ['HEADER', 'available', 'layout', 'pack', 'run', 'task_cfunc', 'next_range']
 
-#: Header slots of a block: n_items, tasks, next task, GOMP_atomic_start, GOMP_atomic_end.
-HEADER = 5
+#: Header slots of a block: n_items, tasks, next task, GOMP_atomic_start, GOMP_atomic_end, the kernel's address.
+HEADER = 6
+#: Header slot of the address of the kernel's compiled function (see :func:`task_cfunc`).
+ENTRY = 5
 _RUNTIME = []  # [(GOMP_parallel, GOMP_atomic_start address, GOMP_atomic_end address)] or [None]
 
 
@@ -100,6 +105,11 @@ def layout(kernel):
     return tuple(p.annotation for p in params[2:])
 
 
+def _signature(kernel):
+    """The argument types of ``kernel`` in a block's call: ``(p0, p1)``, then its :func:`layout`."""
+    return (types.int64, types.int64) + layout(kernel)
+
+
 def _slots(t):
     """Block slots of one argument of type t."""
     return 1 + t.ndim if isinstance(t, types.Array) else 1
@@ -109,11 +119,12 @@ def pack(kernel, n_items, tasks, args):
     """The int64 block for ``kernel`` over [0, n_items) in ``tasks`` tasks with ``args`` (checked against the
     kernel's annotations; the caller keeps the arrays alive until :func:`run` returns)."""
     _, start, end = _RUNTIME[0]
+    task_cfunc(kernel)  # the kernel's address, once per process
     declared = layout(kernel)
     if len(args) != len(declared):
         raise TypeError(f'{kernel.__name__} takes {len(declared)} arguments after (p0, p1), got {len(args)}')
     blk = np.zeros(HEADER + sum(map(_slots, declared)), np.int64)
-    blk[:HEADER] = n_items, tasks, 0, start, end
+    blk[:HEADER] = n_items, tasks, 0, start, end, _CFUNCS[kernel][1]
     s = HEADER
     for k, (t, v) in enumerate(zip(declared, args)):
         if isinstance(t, types.Array):
@@ -172,51 +183,50 @@ def next_range(blk):
 _KERNELS = {}  # name -> task kernel, for the cfuncs' compile-time lookup
 
 
+def _read_args(context, builder, data, declared):
+    """The values of arguments ``declared`` read from the block at ``data`` (an ``i64*``): the inverse of
+    :func:`pack`. Arrays are views of the caller's memory (no meminfo)."""
+    i64 = ir.IntType(64)
+    values, s = [], HEADER
+    for t in declared:
+        slot = [builder.load(builder.gep(data, [i64(s + q)])) for q in range(_slots(t))]
+        if t == types.boolean:
+            values.append(builder.icmp_signed('!=', slot[0], i64(0)))
+        elif t == types.int64:
+            values.append(slot[0])
+        else:
+            item = context.get_abi_sizeof(context.get_data_type(t.dtype))
+            shape = slot[1:]
+            strides = [i64(item)] if t.ndim == 1 else [builder.mul(shape[1], i64(item)), i64(item)]
+            ary = context.make_array(t)(context, builder)
+            ptr = builder.inttoptr(slot[0], context.get_data_type(t.dtype).as_pointer())
+            populate_array(ary, data=ptr, shape=shape, strides=strides, itemsize=i64(item), meminfo=None)
+            values.append(ary._getvalue())
+        s += _slots(t)
+    return values
+
+
 @intrinsic
-def _unpack(typingctx, blk, name):
-    """The arguments of kernel ``name`` (a string literal) read from the block, as a tuple in the kernel's order:
-    the inverse of :func:`pack`. Arrays are views of the caller's memory (no meminfo)."""
+def _call_kernel(typingctx, blk, p0, p1, name):
+    """``kernel(p0, p1, *args)`` for the kernel registered as ``name`` (a string literal), its arguments read
+    from the block, called through the block's :data:`ENTRY` address: the kernel's own compiled code, not a
+    copy of it (see :func:`task_cfunc`)."""
     if not isinstance(name, types.StringLiteral):
         return None  # numba retries with the literal
-    declared = layout(_KERNELS[name.literal_value])
-    sig = types.Tuple(declared)(blk, name)
+    argtypes = _signature(_KERNELS[name.literal_value])
+    sig = types.void(blk, p0, p1, name)
 
     def codegen(context, builder, signature, args):
         data = context.make_array(signature.args[0])(context, builder, args[0]).data
-        i64 = ir.IntType(64)
-        values, s = [], HEADER
-        for t in declared:
-            slot = [builder.load(builder.gep(data, [i64(s + q)])) for q in range(_slots(t))]
-            if t == types.boolean:
-                values.append(builder.icmp_signed('!=', slot[0], i64(0)))
-            elif t == types.int64:
-                values.append(slot[0])
-            else:
-                item = context.get_abi_sizeof(context.get_data_type(t.dtype))
-                shape = slot[1:]
-                strides = [i64(item)] if t.ndim == 1 else [builder.mul(shape[1], i64(item)), i64(item)]
-                ary = context.make_array(t)(context, builder)
-                ptr = builder.inttoptr(slot[0], context.get_data_type(t.dtype).as_pointer())
-                populate_array(ary, data=ptr, shape=shape, strides=strides, itemsize=i64(item), meminfo=None)
-                values.append(ary._getvalue())
-            s += _slots(t)
-        return context.make_tuple(builder, signature.return_type, values)
+        values = [args[1], args[2]] + _read_args(context, builder, data, argtypes[2:])
+        fnty = context.call_conv.get_function_type(types.none, argtypes)
+        entry = builder.load(builder.gep(data, [ir.IntType(64)(ENTRY)]))
+        fn = builder.inttoptr(entry, fnty.as_pointer())
+        status, _ = context.call_conv.call_function(builder, fn, types.none, argtypes, values)
+        with cgutils.if_unlikely(builder, status.is_error):
+            context.call_conv.return_status_propagate(builder, status)
+        return context.get_dummy_value()
     return sig, codegen
-
-
-def _call_kernel(name, p0, p1, blk):
-    """``kernel(p0, p1, *args)`` for the kernel registered as ``name``, its arguments read from the block."""
-
-
-@overload(_call_kernel, prefer_literal=True)
-def _call_kernel_impl(name, p0, p1, blk):
-    if not isinstance(name, types.StringLiteral):
-        return None
-    kernel = _KERNELS[name.literal_value]
-
-    def impl(name, p0, p1, blk):
-        kernel(p0, p1, *_unpack(blk, name))
-    return impl
 
 
 def _task_loop(name, size):
@@ -227,20 +237,32 @@ def _task_loop(name, size):
             p0, p1 = next_range(blk)
             if p1 == 0:
                 return
-            _call_kernel(name, p0, p1, blk)
+            _call_kernel(blk, p0, p1, name)
     return task_loop
 
 
-_CFUNCS = {}  # kernel -> its compiled cfunc
+_CFUNCS = {}  # kernel -> (its compiled cfunc, the address of the kernel's own compiled function)
 
 
 def task_cfunc(kernel):
     """The cfunc that runs task kernel ``kernel`` on the team (compiled, or loaded from numba's cache, once per
-    process; callers compile the kernels' flat loops first, see :func:`.kernels.compile_flat_loops`)."""
+    process; callers compile the kernels' flat loops first, see :func:`.kernels.compile_flat_loops`).
+
+    The cfunc calls the kernel through an address in the block (:data:`ENTRY`, written by :func:`pack`), that of
+    the kernel's own compilation for its declared signature, the one a single-threaded or pool call runs. It
+    must not call the kernel by symbol: numba would link a copy of the kernel into the cfunc's module and
+    optimise it again there (not the same machine code: FMA contraction and vectorisation differ after the
+    second pass), as a weak definition, and which definition of the symbol a call runs would then depend on which
+    of the two objects the process loaded first (from numba's cache, the cfunc's when the first call was
+    multi-threaded): results 1 ulp off the single-threaded ones."""
     with COMPILE_LOCK:
         if kernel not in _CFUNCS:
             name = f'{kernel.py_func.__module__}.{kernel.py_func.__qualname__}'
             _KERNELS[name] = kernel
+            kernel.compile(_signature(kernel))  # or loaded from cache: the overload a direct call runs
+            cres = kernel.overloads[_signature(kernel)]
+            entry = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
             size = HEADER + sum(map(_slots, layout(kernel)))
-            _CFUNCS[kernel] = cfunc(types.void(types.CPointer(types.int64)), **CFUNC)(_task_loop(name, size))
-    return _CFUNCS[kernel]
+            fn = cfunc(types.void(types.CPointer(types.int64)), **CFUNC)(_task_loop(name, size))
+            _CFUNCS[kernel] = fn, entry
+    return _CFUNCS[kernel][0]
