@@ -1,5 +1,5 @@
-"""The compiled CPU backend (vmamba.ops.numba_scan) against the float64 sequential reference, and its own claims:
-deterministic and thread-count independent gradients, nothing saved by the forward, accurate transcendentals."""
+"""The compiled CPU backend (vmamba.ops.numba_backend) against the float64 sequential reference, and its own
+claims: deterministic and thread-count independent gradients, nothing saved by the forward, accurate transcendentals."""
 import sys
 
 import numpy as np
@@ -14,7 +14,8 @@ from ops_testlib import (GRAD_NAMES, PLAIN_CASES, SS2D_GRAD_NAMES, assert_half_c
                          scan_inputs, ss2d_inputs, ss2d_reference)
 from vmamba.ops import (resolve_backend, selective_scan, selective_scan_ref, ss2d_scan_ref,  # noqa: E402
                         ss2d_selective_scan)
-from vmamba.ops import numba_scan, omp_team  # noqa: E402
+from vmamba.ops import numba_backend  # noqa: E402
+from vmamba.ops.numba_backend import fastmath, team  # noqa: E402
 from vmamba.ops.dispatch import ENV_VAR  # noqa: E402
 
 # the torch/triton cases (N = 1 with many chunks among them: L = 2115 > the N = 1 chunk length), plus several
@@ -153,13 +154,13 @@ def test_deterministic_and_thread_count_independent(op, threads_from, monkeypatc
     the module's own pool (elsewhere)."""
     calls = []
     if threads_from == 'pool':
-        monkeypatch.setattr(omp_team, 'available', lambda: False)
+        monkeypatch.setattr(team, 'available', lambda: False)
     elif not _aten_on_openmp():
         pytest.skip('ATen does not run on OpenMP here')
     else:
-        assert omp_team.available(), 'ATen runs on OpenMP but its runtime was not found in /proc/self/maps'
-        run_team = omp_team.run
-        monkeypatch.setattr(omp_team, 'run', lambda *a: calls.append(1) or run_team(*a))
+        assert team.available(), 'ATen runs on OpenMP but its runtime was not found in /proc/self/maps'
+        run_team = team.run
+        monkeypatch.setattr(team, 'run', lambda *a: calls.append(1) or run_team(*a))
     if op == 'ss2d':
         inputs, fn, dy = cast_inputs(ss2d_inputs(2, 80, 2, 17, 23), torch.float32), _fused, output_grad((2, 17, 23, 80))
     else:
@@ -181,19 +182,20 @@ def test_deterministic_and_thread_count_independent(op, threads_from, monkeypatc
 
 def test_omp_team_can_be_disabled(monkeypatch):
     monkeypatch.setenv('VMAMBA_CPU_TEAM', '0')
-    assert omp_team._find_runtime() is None
+    assert team._find_runtime() is None
 
 
 def test_forward_saves_nothing():
     x, delta, A, B, C, D, bias = cast_inputs(ss2d_inputs(1, 3, 2, 3, 4), torch.float32)
     with torch.no_grad():
-        y, saved = numba_scan.ss2d_fwd(x, delta, A, B, C, D, bias, True)
+        y, saved = numba_backend.ss2d_fwd(x, delta, A, B, C, D, bias, True)
         assert saved == () and y.shape == x.shape
         u, dl, A2, B2, C2, D2, b2 = cast_inputs(scan_inputs(1, 2, 3, 2, 9), torch.float32)
-        y2, saved2 = numba_scan.scan_fwd(u, dl, A2, B2, C2, D2, b2, True, torch.float32)
+        y2, saved2 = numba_backend.scan_fwd(u, dl, A2, B2, C2, D2, b2, True, torch.float32)
         assert saved2 == () and y2.shape == u.shape
-    assert numba_scan.ss2d_saved_like(x, delta, A, B, C) == () and numba_scan.scan_saved_like(u, dl, A2, B2, C2) == ()
-    grads = numba_scan.ss2d_bwd(x, delta, A, B, C, D, bias, True, torch.ones_like(y), None)
+    assert numba_backend.ss2d_saved_like(x, delta, A, B, C) == ()
+    assert numba_backend.scan_saved_like(u, dl, A2, B2, C2) == ()
+    grads = numba_backend.ss2d_bwd(x, delta, A, B, C, D, bias, True, torch.ones_like(y), None)
     assert [tuple(g.shape) for g in grads] == [tuple(t.shape) for t in (x, delta, A, B, C, D, bias)]
 
 
@@ -252,17 +254,17 @@ def test_transcendentals(name, lo, hi, ref, max_ulp):
     1.26, 1.18, 1.41, 2.04, 2.40 ulp)."""
     a = np.linspace(lo, hi, 400_001).astype(np.float32)
     out = np.empty_like(a)
-    _vectorised(getattr(numba_scan, name))(a, out)
+    _vectorised(getattr(fastmath, name))(a, out)
     err = _ulp_error(out, ref(a.astype(np.float64)))
     assert err.max() <= max_ulp, f'{name}: {err.max():.2f} ulp at {a[err.argmax()]}'
 
 
 def test_transcendental_edge_values():
     f32 = np.float32
-    assert np.isnan(numba_scan.fexp(f32(np.nan))) and np.isnan(numba_scan.fsoftplus(f32(np.nan)))
-    assert 0 <= numba_scan.fexp(f32(-1000.0)) < 1.2e-38 and numba_scan.fexp(f32(0.0)) == 1.0
-    assert numba_scan.fexp2(f32(-1000.0)) < 1.2e-38 and numba_scan.fexp2(f32(3.0)) == 8.0
-    assert numba_scan.fsoftplus(f32(25.0)) == 25.0 and numba_scan.fsigmoid(f32(25.0)) == 1.0
+    assert np.isnan(fastmath.fexp(f32(np.nan))) and np.isnan(fastmath.fsoftplus(f32(np.nan)))
+    assert 0 <= fastmath.fexp(f32(-1000.0)) < 1.2e-38 and fastmath.fexp(f32(0.0)) == 1.0
+    assert fastmath.fexp2(f32(-1000.0)) < 1.2e-38 and fastmath.fexp2(f32(3.0)) == 8.0
+    assert fastmath.fsoftplus(f32(25.0)) == 25.0 and fastmath.fsigmoid(f32(25.0)) == 1.0
 
 
 def _model_outputs(model, x, backend, monkeypatch):

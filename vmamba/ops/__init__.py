@@ -7,7 +7,7 @@ Entry points (the model calls only :func:`ss2d_selective_scan`):
 - :func:`cross_scan` / :func:`cross_merge`: the route permutation and its adjoint.
 - :func:`flops_selective_scan`: the official FLOPs convention for one scan call.
 
-Backends: ``'numba'`` (compiled CPU scan, :mod:`.numba_scan`; the default for CPU tensors when numba is
+Backends: ``'numba'`` (compiled CPU scan, :mod:`.numba_backend`; the default for CPU tensors when numba is
 installed), ``'torch'`` (chunked PyTorch scan, :mod:`.torch_scan`; the CPU fallback and the reference for the
 others' tests) and ``'triton'`` (:mod:`.triton_scan`; the default for CUDA tensors). Force one with
 ``backend=`` or the environment variable ``VMAMBA_SCAN_BACKEND``. With ``TRITON_INTERPRET=1`` the Triton kernels

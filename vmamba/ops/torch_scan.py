@@ -1,4 +1,5 @@
-"""Fast pure-PyTorch selective scan: the default backend for CPU tensors.
+"""Pure-PyTorch selective scan: the CPU fallback when numba is missing, and the reference the other backends'
+tests compare against (the default for CPU tensors is the compiled :mod:`vmamba.ops.numba_backend`).
 
 Why this shape of algorithm
 ---------------------------
@@ -28,8 +29,9 @@ SS2D also reversed), G channel groups sharing B/C, Dg channels per group, N stat
 The fused SS2D path needs no flipped copies: routes 2 and 3 are routes 0 and 1 scanned *backwards* in the same
 row-major / column-major layout (G = 2 layouts), so the cross-merge is a plain sum.
 
-Backend interface (shared with :mod:`.triton_scan`, called by :mod:`.dispatch`): ``scan_fwd``/``scan_bwd`` for
-the plain op, ``ss2d_fwd``/``ss2d_bwd`` for the fused SS2D core on channels-last operands.
+Backend interface (shared with :mod:`.triton_scan` and :mod:`.numba_backend`, called by :mod:`.dispatch`):
+``scan_fwd``/``scan_bwd`` for the plain op, ``ss2d_fwd``/``ss2d_bwd`` for the fused SS2D core on channels-last
+operands.
 """
 import math
 
@@ -42,7 +44,7 @@ __all__ = ['scan_fwd', 'scan_bwd', 'ss2d_fwd', 'ss2d_bwd', 'linear_scan']
 _DIRECT_MAX = 32
 
 
-def _chunk_len(length):
+def _sqrt_chunk_len(length):
     """Chunk length T ~ sqrt(L): balances the T in-chunk steps against the n_chunks carry steps."""
     return max(1, math.isqrt(max(length - 1, 0)) + 1)
 
@@ -110,7 +112,7 @@ def linear_scan(a, b, reverse=False):
         for t in steps:
             b[..., t].addcmul_(a[..., t], b[..., t + step])
         return b
-    T = _chunk_len(length)
+    T = _sqrt_chunk_len(length)
     n_chunks = -(-length // T)
     h = _scan_chunked(_to_chunks(a, T, n_chunks), _to_chunks(b, T, n_chunks), reverse)
     return _from_chunks(h, length)
@@ -198,7 +200,7 @@ class _PlainLayout:
         groups, self.d_state = B.shape[1], A.shape[1]
         self.kd = (groups, channels // groups)
         self.dtype = torch.promote_types(u.dtype, torch.float32)
-        self.T = _chunk_len(self.length)
+        self.T = _sqrt_chunk_len(self.length)
         self.n_chunks = -(-self.length // self.T)
 
     def channels(self, x):  # (batch, K*Dg, L) -> (T, batch, 1, K, Dg, 1, n)
@@ -267,7 +269,7 @@ class _SS2DLayout:
         self.length = self.H * self.W
         self.d_state = A.shape[1]
         self.dtype = torch.promote_types(x.dtype, torch.float32)
-        self.T = _chunk_len(self.length)
+        self.T = _sqrt_chunk_len(self.length)
         self.n_chunks = -(-self.length // self.T)
 
     def _chunk_both(self, t, lead):
