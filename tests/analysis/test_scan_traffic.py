@@ -1,13 +1,12 @@
 """The fused scan's memory model (vmamba/analysis/scan_traffic.py, what `bench_scan.py --traffic` prints) holds the
-backward-memory target of the kernel-v2 issue: for every VMamba-T stage at batch 128, vanilla stage 1 (d_state
+kernels' backward-memory target: for every VMamba-T stage at batch 128, vanilla stage 1 (d_state
 16) and the Mask R-CNN image pair, the backward allocates beyond its outputs at most 25 % of the op's input
-bytes. The figures
-come from the kernels' own launch plan and workspace list (triton_ss2d.bwd_workspaces), so a change that grows
-a workspace fails here."""
+bytes. The figures come from the kernels' own launch plan and workspace list
+(triton_backend.plan.bwd_workspaces), so a change that grows a workspace fails here."""
 import pytest
 
 from vmamba.analysis import scan_traffic
-from vmamba.ops.triton_aot import SHAPES
+from vmamba.analysis.compile_facts import SHAPES
 
 
 @pytest.mark.parametrize('name', sorted(SHAPES))

@@ -144,8 +144,8 @@ def test_triton_gpu_chunk_length(monkeypatch, case):
     """The chunk length the GPU uses (8 positions; the interpreter defaults to longer ones): chunks that wrap
     between columns, several chunks per column, columns shorter than a chunk, and columns a whole number of
     chunks long (the column pair's positions then affine in the row, no wrap code compiled)."""
-    from vmamba.ops import triton_ss2d
-    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
+    from vmamba.ops.triton_backend import plan as launch_plan
+    monkeypatch.setattr(launch_plan, 'TILE_ROWS', launch_plan.GPU_TILE_ROWS)
     y_ref, grads_ref = ss2d_reference(case)
     y, grads = run(_fused('triton'), cast_inputs(ss2d_inputs(*case), torch.float32), output_grad(y_ref.shape))
     assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
@@ -159,14 +159,14 @@ def test_triton_segment_geometry(monkeypatch, fwd_cpp, bwd_want, d_state):
     whole forward segments (3 chunks forward, 6 backward) or one backward segment over several forward ones;
     the per-program partial sums of dA, dD and d(delta_bias) are combined across the programs. N = 1 carries
     its states in registers, N = 2 in scratch memory."""
-    from vmamba.ops import triton_ss2d
-    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: fwd_cpp)
-    monkeypatch.setattr(triton_ss2d, 'bwd_chunks_per_program', lambda n_chunks, *args: min(bwd_want, n_chunks))
-    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
+    from vmamba.ops.triton_backend import plan as launch_plan
+    monkeypatch.setattr(launch_plan, '_chunks_per_program', lambda n_chunks, *args, **kwargs: fwd_cpp)
+    monkeypatch.setattr(launch_plan, 'bwd_chunks_per_program', lambda n_chunks, *args: min(bwd_want, n_chunks))
+    monkeypatch.setattr(launch_plan, 'TILE_ROWS', launch_plan.GPU_TILE_ROWS)
     case = (2, 3, d_state, 5, 13)  # L = 65: 9 chunks, the last one partial
     x = torch.zeros(case[0], case[3], case[4], case[1])
     A = torch.zeros(4 * case[1], case[2])
-    plan = triton_ss2d._Plan(x, A)
+    plan = launch_plan.LaunchPlan(x, A)
     assert plan.n_chunks == 9 and plan.n_segs == -(-9 // fwd_cpp) > 1
     assert plan.bwd_cpp % fwd_cpp == 0 or plan.n_bsegs == 1
     y_ref, grads_ref = ss2d_reference(case)
@@ -180,17 +180,17 @@ def test_triton_superchunk_adjoint_entries(monkeypatch, K, bwd_want):
     main kernel recomputes the K entries in between. L = 65 (9 chunks of 8) in backward segments of 6 and 3
     chunks (superchunks 4 + 2 and 3, the segment carry applied to recomputed entries) or one segment of 9
     (4 + 4 + 1); 130 channels (several channel blocks)."""
-    from vmamba.ops import triton_ss2d
-    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 3)
-    monkeypatch.setattr(triton_ss2d, 'bwd_chunks_per_program', lambda n_chunks, *args: min(bwd_want, n_chunks))
-    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
-    monkeypatch.setattr(triton_ss2d, 'SUPERCHUNK', K)
+    from vmamba.ops.triton_backend import plan as launch_plan
+    monkeypatch.setattr(launch_plan, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 3)
+    monkeypatch.setattr(launch_plan, 'bwd_chunks_per_program', lambda n_chunks, *args: min(bwd_want, n_chunks))
+    monkeypatch.setattr(launch_plan, 'TILE_ROWS', launch_plan.GPU_TILE_ROWS)
+    monkeypatch.setattr(launch_plan, 'SUPERCHUNK', K)
     case = (2, 130, 3, 5, 13)
     inputs = cast_inputs(ss2d_inputs(*case), torch.float32)
-    plan = triton_ss2d._Plan(inputs[0].detach(), inputs[2].detach())
+    plan = launch_plan.LaunchPlan(inputs[0].detach(), inputs[2].detach())
     assert plan.K == K and plan.n_chunks == 9 and plan.bwd_blocks > 1
     assert plan.n_bsegs == (1 if bwd_want > 9 else 2) and plan.n_qrows == 3  # 4 + 4 + 1, or 4 + 2 and 3
-    assert triton_ss2d.bwd_workspaces(plan, torch.float32)['entry_scratch'][0] == (2, plan.n_bsegs, K, 130, 3)
+    assert launch_plan.bwd_workspaces(plan, torch.float32)['entry_scratch'][0] == (2, plan.n_bsegs, K, 130, 3)
     y_ref, grads_ref = ss2d_reference(case)
     y, grads = run(_fused('triton'), inputs, output_grad(y_ref.shape))
     assert_outputs_close(y, grads, y_ref, grads_ref, SS2D_GRAD_NAMES)
@@ -199,29 +199,29 @@ def test_triton_superchunk_adjoint_entries(monkeypatch, K, bwd_want):
 def test_triton_superchunk_plan(monkeypatch):
     """K = 1 (every chunk's entry stored) for N = 1; for vanilla stage 1 at batch 128 on 132 SMs, superchunks and
     one backward channel block of 256 (no fp32 dB/dC sums over blocks)."""
-    from vmamba.ops import triton_ss2d
-    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
-    _, _, p1 = triton_ss2d.meta_plan(128, 56, 56, 96, 1, torch.bfloat16, 132)
+    from vmamba.ops.triton_backend import plan as launch_plan
+    monkeypatch.setattr(launch_plan, 'TILE_ROWS', launch_plan.GPU_TILE_ROWS)
+    _, _, p1 = launch_plan.meta_plan(128, 56, 56, 96, 1, torch.bfloat16, 132)
     assert p1.K == 1 and p1.n_qrows == p1.n_chunks
-    assert 'entry_scratch' not in triton_ss2d.bwd_workspaces(p1, torch.bfloat16)
-    _, _, p16 = triton_ss2d.meta_plan(128, 56, 56, 192, 16, torch.bfloat16, 132)
+    assert 'entry_scratch' not in launch_plan.bwd_workspaces(p1, torch.bfloat16)
+    _, _, p16 = launch_plan.meta_plan(128, 56, 56, 192, 16, torch.bfloat16, 132)
     assert p16.K > 1 and p16.n_qrows < p16.n_chunks // 8
-    assert (p16.bwd_BD, p16.bwd_blocks) == (256, 1) and 'dB_sum' not in triton_ss2d.bwd_workspaces(p16, torch.bfloat16)
+    assert (p16.bwd_BD, p16.bwd_blocks) == (256, 1) and 'dB_sum' not in launch_plan.bwd_workspaces(p16, torch.bfloat16)
 
 
 def test_triton_segments_with_half_inputs_and_several_channel_blocks(monkeypatch):
     """Segments (forward and backward) with bf16 inputs and 130 channels, three backward channel blocks of 64 (the
     last one partial): dB/dC are summed over the blocks in fp32 and cast once, every gradient comes back in its
     input's dtype."""
-    from vmamba.ops import triton_ss2d
-    monkeypatch.setattr(triton_ss2d, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 2)
-    monkeypatch.setattr(triton_ss2d, 'bwd_chunks_per_program', lambda n_chunks, *args: min(3, n_chunks))
-    monkeypatch.setattr(triton_ss2d, 'CHUNK', 8)
+    from vmamba.ops.triton_backend import plan as launch_plan
+    monkeypatch.setattr(launch_plan, '_chunks_per_program', lambda n_chunks, *args, **kwargs: 2)
+    monkeypatch.setattr(launch_plan, 'bwd_chunks_per_program', lambda n_chunks, *args: min(3, n_chunks))
+    monkeypatch.setattr(launch_plan, 'TILE_ROWS', launch_plan.GPU_TILE_ROWS)
     dtype = torch.bfloat16
     inputs = cast_inputs(ss2d_inputs(2, 130, 1, 5, 7), dtype)
-    plan = triton_ss2d._Plan(inputs[0].detach(), inputs[2].detach())
+    plan = launch_plan.LaunchPlan(inputs[0].detach(), inputs[2].detach())
     assert plan.n_segs == 3 and plan.n_bsegs == 2 and plan.bwd_blocks == 3
-    assert 'dB_sum' in triton_ss2d.bwd_workspaces(plan, dtype)
+    assert 'dB_sum' in launch_plan.bwd_workspaces(plan, dtype)
     exact = [t.detach().to('cpu', torch.float64).requires_grad_() for t in inputs]
     dy = output_grad((2, 5, 7, 130))
     y_ref, grads_ref = run(ss2d_scan_ref, exact, dy)

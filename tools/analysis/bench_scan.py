@@ -133,10 +133,10 @@ def variants(inputs, backend):
 
 def print_traffic(args):
     """The kernels' bytes (sector model, no cache credit) against the fused op's ideal, and the backward's
-    extra memory, for the compile-fact shapes (vmamba.ops.triton_aot.SHAPES)."""
+    extra memory, for the compile-fact shapes (vmamba.analysis.compile_facts.SHAPES)."""
     import json
 
-    from vmamba.ops.triton_aot import SHAPES
+    from vmamba.analysis.compile_facts import SHAPES
     size = {'bf16': 2, 'fp16': 2, 'fp32': 4}[args.traffic_dtype]
     records = scan_traffic.traffic_records(SHAPES, size)
     print(f'memory traffic of the fused SS2D kernels, {args.traffic_dtype} inputs, fp32 y/dy; 32-byte sectors '

@@ -1,9 +1,10 @@
 """A model of the memory traffic of the fused SS2D Triton kernels, from their access pattern (no GPU needed).
 
-Every load and store the kernels of :mod:`vmamba.ops.triton_ss2d` issue is counted as the 32-byte sectors it
-requests from global memory, with no credit for caches (a sector read twice counts twice), launch by launch,
-as :func:`~vmamba.ops.triton_ss2d.ss2d_fwd` / ``ss2d_bwd`` make them; host-side passes around the kernels are
-included. Against it stands the ideal of the fused op: each operand read once, each result written once.
+Every load and store the SS2D kernels of :mod:`vmamba.ops.triton_backend` issue is counted as the 32-byte
+sectors it requests from global memory, with no credit for caches (a sector read twice counts twice), launch by
+launch, as :func:`~vmamba.ops.triton_backend.ss2d_fwd` / ``ss2d_bwd`` make them, with the geometry of their launch
+plan (:mod:`vmamba.ops.triton_backend.plan`); host-side passes around the kernels are included. Against it
+stands the ideal of the fused op: each operand read once, each result written once.
 
 * forward: x, delta (4 routes), B, C read; y (fp32) written.
 * backward: x, delta, B, C, dy (fp32) read; dx, d delta, dB, dC written in their inputs' dtypes.
@@ -15,7 +16,7 @@ import math
 
 import torch
 
-from vmamba.ops import triton_ss2d as T
+from vmamba.ops.triton_backend import plan as P
 
 __all__ = ['SECTOR', 'sectors', 'fused_traffic', 'ideal_bytes', 'input_bytes', 'backward_extra_memory',
            'saved_memory', 'traffic_records']
@@ -33,7 +34,7 @@ def sectors(nbytes, offset=0):
 class _Shape:
     """The kernels' own launch plan for a shape (see :func:`_plan`), with the valid rows of every chunk."""
 
-    def __init__(self, batch, H, W, D, N, in_size, sm=132):
+    def __init__(self, batch, H, W, D, N, in_size, sm=P.REFERENCE_SM_COUNT):
         _, _, p = _plan(batch, H, W, D, N, in_size, sm)
         self.batch, self.H, self.W, self.D, self.N, self.s, self.L = batch, H, W, D, N, in_size, p.L
         self.BT, self.BD, self.warps, self.bBD, self.bwarps = p.BT, p.BD, p.warps, p.bwd_BD, p.bwd_warps
@@ -137,32 +138,33 @@ def input_bytes(batch, H, W, D, N, in_size):
     return batch * H * W * (5 * D + 8 * N) * in_size
 
 
-def _plan(batch, H, W, D, N, in_size, sm=132):
+def _plan(batch, H, W, D, N, in_size, sm=P.REFERENCE_SM_COUNT):
     """The kernels' own launch plan for this shape on a device with ``sm`` SMs (meta tensors, nothing runs)."""
-    return T.meta_plan(batch, H, W, D, N, {2: torch.bfloat16, 4: torch.float32}[in_size], sm)
+    return P.meta_plan(batch, H, W, D, N, {2: torch.bfloat16, 4: torch.float32}[in_size], sm)
 
 
 def backward_extra_memory(batch, H, W, D, N, in_size):
     """Bytes the backward allocates beyond its outputs, from the kernels' own list of workspaces
-    (:func:`vmamba.ops.triton_ss2d.bwd_workspaces`: the forward routes' adjoint entries (one per superchunk of
+    (:func:`vmamba.ops.triton_backend.plan.bwd_workspaces`: the forward routes' adjoint entries (one per superchunk of
     K chunks, and the scratch the K entries in between are recomputed into, for N > 1), with several
     segments the segment summaries, for N > 1 the carried values' scratch, per-program partial sums and, when the
     channels span several blocks and B/C are half precision, fp32 dB/dC sums)."""
     x, _, p = _plan(batch, H, W, D, N, in_size)
     return sum(math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-               for shape, dtype in T.bwd_workspaces(p, x.dtype).values())
+               for shape, dtype in P.bwd_workspaces(p, x.dtype).values())
 
 
 def saved_memory(batch, H, W, D, N):
     """Bytes the forward saves for the backward besides its inputs (the tensors of
-    :func:`vmamba.ops.triton_ss2d.ss2d_saved_like`: the reverse routes' chunk-entry states and every route's
-    segment-entry states)."""
-    x, A, _ = _plan(batch, H, W, D, N, 2)
-    return sum(t.numel() * t.element_size() for t in T.ss2d_saved_like(x, None, A, None, None, sm_count=132))
+    :func:`vmamba.ops.triton_backend.plan.saved_shapes`, what ``ss2d_saved_like`` allocates: the reverse routes'
+    chunk-entry states and every route's segment-entry states, fp32)."""
+    _, _, p = _plan(batch, H, W, D, N, 2)
+    return sum(math.prod(shape) * 4 for shape in P.saved_shapes(p))
 
 
 def traffic_records(shapes, in_size=2):
-    """One record per (shape, direction): the keys the issue asks for, plus the saved memory."""
+    """One record per (shape, direction): bytes moved, the ideal, the backward's extra memory, the input bytes
+    and the saved memory."""
     out = []
     for name, (batch, H, W, D, N) in shapes.items():
         moved = fused_traffic(batch, H, W, D, N, in_size)

@@ -9,7 +9,7 @@ Entry points (the model calls only :func:`ss2d_selective_scan`):
 
 Backends: ``'numba'`` (compiled CPU scan, :mod:`.numba_backend`; the default for CPU tensors when numba is
 installed), ``'torch'`` (chunked PyTorch scan, :mod:`.torch_scan`; the CPU fallback and the reference for the
-others' tests) and ``'triton'`` (:mod:`.triton_scan`; the default for CUDA tensors). Force one with
+others' tests) and ``'triton'`` (:mod:`.triton_backend`; the default for CUDA tensors). Force one with
 ``backend=`` or the environment variable ``VMAMBA_SCAN_BACKEND``. With ``TRITON_INTERPRET=1`` the Triton kernels
 also run on CPU tensors (slowly; that is how CI tests them), but only when asked for explicitly. Backend choice
 lives in :func:`resolve_backend` only.

@@ -1,14 +1,15 @@
-"""Triton selective scan, the default for CUDA tensors: the plain op's kernels here, the fused SS2D op's in
-:mod:`.triton_ss2d` (channels-last operands, route pairs, chunk-parallel scans; its docstring has the design).
+"""Triton kernels and launchers of the plain op (:func:`vmamba.ops.selective_scan`, official layout u/delta
+(batch, K*D, L), B/C (batch, K, N, L)).
 
-Plain op (official layout u/delta (batch, K*D, L), B/C (batch, K, N, L))
------------------------------------------------------------------------
+Design
+------
 * One program owns one batch element and a block of ``BD`` channels (always inside one B/C group, so the
-  ``(BN, BL)`` tiles of B and C are loaded once and broadcast over the block). It walks the sequence in chunks
-  of ``BL`` positions: coalesced loads along L, an fp32 ``tl.associative_scan`` over ``(decay, input)`` pairs
-  on a ``(BD, BN, BL)`` register tile, and the fp32 state of the previous chunk carried in registers.
-* Forward stores only the state at each chunk end (``(batch, channels, n_chunks, N)`` fp32, tiny). The backward
-  walks the chunks in reverse, recomputes the chunk's states from the stored entering state, runs the reverse
+  ``(BN, BL)`` tiles of B and C are loaded once and broadcast over the block). It walks the sequence in *spans*
+  of ``BL`` positions (:func:`.plan.block_config`): coalesced loads along L, an fp32 ``tl.associative_scan`` over
+  ``(decay, input)`` pairs on a ``(BD, BN, BL)`` register tile whose positions lie across the lanes (unlike the
+  SS2D tiles, whose positions stay in one thread), and the fp32 state of the previous span carried in registers.
+* Forward stores only the state at each span end (``(batch, channels, n_spans, N)`` fp32, tiny). The backward
+  walks the spans in reverse, recomputes the span's states from the stored entering state, runs the reverse
   scan for dL/dh (decay shifted by one step: loaded from position l + 1), and forms every gradient in registers.
 * Deterministic backward, no atomics: dA, dD and d(delta_bias) are summed per program and written per
   (batch, channel), dB/dC per (batch, channel block, position); the remaining sums are ``torch.sum``.
@@ -16,71 +17,15 @@ Plain op (official layout u/delta (batch, K*D, L), B/C (batch, K, N, L))
 * Everything loaded is upcast to fp32 at once (the interpreter cannot do bf16 arithmetic) and softplus avoids
   ``log1p`` (absent from the interpreter).
 
-With ``TRITON_INTERPRET=1`` set before this module is imported, the kernels run on CPU tensors (CI).
+The model calls only the fused SS2D op; this module shares nothing with the SS2D modules but the plan.
 """
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-__all__ = ['INTERPRET', 'scan_fwd', 'scan_bwd', 'ss2d_fwd', 'ss2d_bwd', 'scan_saved_like', 'ss2d_saved_like', 'block_config']
+from .plan import block_config, plain_min_programs
 
-#: True when the kernels are interpreted (TRITON_INTERPRET=1 at import): they then accept CPU tensors.
-try:
-    from triton import knobs
-    INTERPRET = bool(knobs.runtime.interpret)
-except ImportError:  # triton < 3.3 has no knobs module
-    INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'
-
-if INTERPRET and type(tl.zeros).__name__ == 'JITFunction':
-    # triton.language's own helpers (tl.zeros, tl.sum, ...) were decorated when triton was first imported, with
-    # the interpreter off; interpreted kernels then fail deep inside with "Cannot call @triton.jit'd outside of
-    # the scope of a kernel". Say what to do instead.
-    raise RuntimeError('TRITON_INTERPRET=1 was set after triton had been imported in this process; set it before '
-                       'anything imports triton (e.g. in the environment of the command).')
-
-
-#: Register budget: elements of one (BD, BN, BL) fp32 tile per 4 warps in the forward / backward programs
-#: (ptxas for sm_90: ~90 registers per thread at these sizes, no spills; 2x larger tiles need ~200).
-_FWD_ELEMS = 1024
-_BWD_ELEMS = 512
-
-
-def _pow2_divisor(n, cap):
-    """Largest power of two dividing n, at most cap."""
-    p = 1
-    while p * 2 <= cap and n % (p * 2) == 0:
-        p *= 2
-    return p
-
-
-def _min_programs(device):
-    """Programs needed to fill the device (a few per SM); the interpreter has no SMs to fill."""
-    if device.type != 'cuda':
-        return 1
-    return 4 * torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def block_config(length, d_state, group_channels, rows=1, min_programs=1):
-    """(BN, BL, BD_fwd, BD_bwd, num_warps_bwd) for ``rows`` = batch x channels independent sequences.
-
-    BL sets the chunking, so forward and backward must agree on it. BD (channels per program, a power of two
-    dividing the group size) fills the register budget, then halves while there are too few programs to occupy
-    the device (long sequences at small batch, e.g. detection). A backward tile of one channel that is still
-    over budget (d_state >= 16) gets 8 warps instead of 4.
-    """
-    BN = triton.next_power_of_2(d_state)
-    BL = max(16, min(triton.next_power_of_2(length), 256, _FWD_ELEMS // BN))
-
-    def channels_per_program(budget):
-        bd = _pow2_divisor(group_channels, max(1, budget // (BN * BL)))
-        while bd > 1 and rows // bd < min_programs:
-            bd //= 2
-        return bd
-
-    warps_bwd = 4 if BN * BL <= _BWD_ELEMS else 8
-    return BN, BL, channels_per_program(_FWD_ELEMS), channels_per_program(_BWD_ELEMS), warps_bwd
+__all__ = ['scan_fwd', 'scan_bwd', 'scan_saved_like']
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -114,18 +59,18 @@ def _discretise(dl, bias, mask, SOFTPLUS: tl.constexpr):
 
 @triton.jit
 def _fwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, y_ptr, st_ptr, A, Dv, bias,
-              su, sdl, sB, sy, st_d, st_c, L, n_chunks, mask_d, mask_n, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
+              su, sdl, sB, sy, st_d, st_c, L, n_spans, mask_d, mask_n, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
               STORE_STATES: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
     """Scan one sequence for a block of BD channels; pointers are at the block's first channel.
 
-    su/sdl/sy: channel strides of u/delta/y; sB: state stride of B and C; st_d/st_c: channel/chunk strides of the
-    chunk-end state buffer.
+    su/sdl/sy: channel strides of u/delta/y; sB: state stride of B and C; st_d/st_c: channel/span strides of the
+    span-end state buffer.
     """
     offs_d = tl.arange(0, BD)
     offs_n = tl.arange(0, BN)
     offs_l = tl.arange(0, BL)
     h = tl.zeros([BD, BN], dtype=tl.float32)
-    for c in range(n_chunks):
+    for c in range(n_spans):
         l = c * BL + offs_l
         ml = l < L
         s = l
@@ -139,7 +84,7 @@ def _fwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, y_ptr, st_ptr, A, Dv, bias,
         decay = tl.exp(dt[:, None, :] * A[:, :, None])
         inp = (dt * u)[:, None, :] * Bt[None, :, :]
         decay, hs = tl.associative_scan((decay, inp), 2, _combine)
-        hs = hs + decay * h[:, :, None]  # add the state carried in from the previous chunk
+        hs = hs + decay * h[:, :, None]  # add the state carried in from the previous span
         y = tl.sum(hs * Ct[None, :, :], axis=1)
         if HAS_D:
             y += Dv[:, None] * u
@@ -152,10 +97,10 @@ def _fwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, y_ptr, st_ptr, A, Dv, bias,
 
 @triton.jit
 def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_ptr, dC_ptr,
-              A, Dv, bias, su, sdl, sB, sdy, sdu, sddl, sdB, st_d, st_c, L, n_chunks,
+              A, Dv, bias, su, sdl, sB, sdy, sdu, sddl, sdB, st_d, st_c, L, n_spans,
               mask_d, mask_n, HAS_D: tl.constexpr, SOFTPLUS: tl.constexpr,
               BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
-    """Backward of :func:`_fwd_walk` for one channel block, chunks in reverse order.
+    """Backward of :func:`_fwd_walk` for one channel block, spans in reverse order.
 
     Writes du, d delta, and this block's partial sums of dB/dC per position;
     returns the block's partial sums (dA (BD, BN), dD (BD,), d delta_bias (BD,)) for the caller to store.
@@ -164,12 +109,12 @@ def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_p
     offs_n = tl.arange(0, BN)
     offs_l = tl.arange(0, BL)
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    g = tl.zeros([BD, BN], dtype=tl.float32)  # dL/dh at the first position of the chunk to the right
+    g = tl.zeros([BD, BN], dtype=tl.float32)  # dL/dh at the first position of the span to the right
     dA = tl.zeros([BD, BN], dtype=tl.float32)
     dD = tl.zeros([BD], dtype=tl.float32)
     dbias = tl.zeros([BD], dtype=tl.float32)
-    for i in range(n_chunks):
-        c = n_chunks - 1 - i
+    for i in range(n_spans):
+        c = n_spans - 1 - i
         l = c * BL + offs_l
         ml = l < L
         mln = (l + 1) < L
@@ -187,7 +132,7 @@ def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_p
         pre, dt = _discretise(dl, bias, m2, SOFTPLUS)
         _, dt_next = _discretise(dl_next, bias, m2n, SOFTPLUS)
 
-        # Recompute this chunk's states from the state stored at the end of the previous chunk.
+        # Recompute this span's states from the state stored at the end of the previous span.
         h_in = tl.load(st_ptr + offs_d[:, None] * st_d + (c - 1) * st_c + offs_n[None, :],
                        mask=mask_dn & (c > 0), other=0.0)
         dtu = dt * u
@@ -195,7 +140,7 @@ def _bwd_walk(u_ptr, dl_ptr, B_ptr, C_ptr, dy_ptr, st_ptr, du_ptr, ddl_ptr, dB_p
         decay, hs = tl.associative_scan((tl.exp(dt[:, None, :] * A[:, :, None]), inp), 2, _combine)
         hs = hs + decay * h_in[:, :, None]
 
-        # dL/dh_t = C_t dy_t + a_{t+1} dL/dh_{t+1}, scanned from the right, plus the carry from the next chunk.
+        # dL/dh_t = C_t dy_t + a_{t+1} dL/dh_{t+1}, scanned from the right, plus the carry from the next span.
         decay_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
         gsum, G = tl.associative_scan((decay_next, Ct[None, :, :] * dy[:, None, :]), 2, _combine, reverse=True)
         G = G + gsum * g[:, :, None]
@@ -243,7 +188,7 @@ def _load_params(A_ptr, D_ptr, bias_ptr, ch, N, mask_d, mask_n, HAS_D: tl.conste
 # ----------------------------------------------------------------------------------------------------------------
 @triton.jit
 def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, st_ptr,
-                     channels, group_channels, L, N, n_chunks,
+                     channels, group_channels, L, N, n_spans,
                      HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                      BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
     pid_d = tl.program_id(0)
@@ -257,15 +202,15 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr,
     groups = channels // group_channels
     bc = (b * groups + k) * N * L
     _fwd_walk(u_ptr + row, dl_ptr + row, B_ptr + bc, C_ptr + bc, y_ptr + row,
-              st_ptr + (b * channels + pid_d * BD) * n_chunks * N, A, Dv, bias,
-              L, L, L, L, n_chunks * N, N, L, n_chunks, mask_d, mask_n,
+              st_ptr + (b * channels + pid_d * BD) * n_spans * N, A, Dv, bias,
+              L, L, L, L, n_spans * N, N, L, n_spans, mask_d, mask_n,
               HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, STORE_STATES=True, BD=BD, BN=BN, BL=BL)
 
 
 @triton.jit
 def _scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr, st_ptr,
                      du_ptr, ddl_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
-                     channels, group_channels, L, N, n_chunks,
+                     channels, group_channels, L, N, n_spans,
                      HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                      BD: tl.constexpr, BN: tl.constexpr, BL: tl.constexpr):
     pid_d = tl.program_id(0)
@@ -283,9 +228,9 @@ def _scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
     # dB/dC workspace (batch, blocks_per_group, K, N, L): this block's partial sums over its channels.
     ws = ((b * blocks_per_group + j) * groups + k) * N * L
     dA, dD, dbias = _bwd_walk(u_ptr + row, dl_ptr + row, B_ptr + bc, C_ptr + bc, dy_ptr + row,
-                              st_ptr + (b * channels + pid_d * BD) * n_chunks * N,
+                              st_ptr + (b * channels + pid_d * BD) * n_spans * N,
                               du_ptr + row, ddl_ptr + row, dB_ptr + ws, dC_ptr + ws,
-                              A, Dv, bias, L, L, L, L, L, L, L, n_chunks * N, N, L, n_chunks,
+                              A, Dv, bias, L, L, L, L, L, L, L, n_spans * N, N, L, n_spans,
                               mask_d, mask_n, HAS_D=HAS_D, SOFTPLUS=SOFTPLUS, BD=BD, BN=BN, BL=BL)
     # Per-(batch, channel) partials; the sum over the batch happens on the host in a fixed order.
     offs_n = tl.arange(0, BN)
@@ -295,7 +240,7 @@ def _scan_bwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dy_ptr
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# host side (the backend interface used by .dispatch)
+# host side (re-exported by the package, the backend interface)
 # ----------------------------------------------------------------------------------------------------------------
 def _prepare(*tensors):
     out = []
@@ -320,23 +265,23 @@ def scan_saved_like(u, delta, A, B, C):
     """Empty tensors shaped as what :func:`scan_fwd` saves (for the custom op's fake implementation)."""
     batch, channels, L = u.shape
     groups, N = B.shape[1], A.shape[1]
-    BL = block_config(L, N, channels // groups, batch * channels, _min_programs(u.device))[1]
+    BL = block_config(L, N, channels // groups, batch * channels, plain_min_programs(u.device))[1]
     return (u.new_empty((batch, channels, triton.cdiv(L, BL), N), dtype=torch.float32),)
 
 
 def scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus, out_dtype):
-    """Plain scan forward. Returns (y, (chunk_end_states,))."""
+    """Plain scan forward. Returns (y, (span_end_states,))."""
     u, delta, B, C = _prepare(u, delta, B, C)
     A, D, delta_bias = _params(A, D, delta_bias)
     batch, channels, L = u.shape
     groups, N = B.shape[1], A.shape[1]
-    BN, BL, BD, _, _ = block_config(L, N, channels // groups, batch * channels, _min_programs(u.device))
-    n_chunks = triton.cdiv(L, BL)
+    BN, BL, BD, _, _ = block_config(L, N, channels // groups, batch * channels, plain_min_programs(u.device))
+    n_spans = triton.cdiv(L, BL)
     y = torch.empty(batch, channels, L, device=u.device, dtype=out_dtype)
-    states = torch.empty(batch, channels, n_chunks, N, device=u.device, dtype=torch.float32)
+    states = torch.empty(batch, channels, n_spans, N, device=u.device, dtype=torch.float32)
     _scan_fwd_kernel[(channels // BD, batch)](
         u, delta, A, B, C, D if D is not None else _dummy(u), delta_bias if delta_bias is not None else _dummy(u),
-        y, states, channels, channels // groups, L, N, n_chunks,
+        y, states, channels, channels // groups, L, N, n_spans,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         BD=BD, BN=BN, BL=BL, num_warps=4)
     return y, (states,)
@@ -351,8 +296,8 @@ def scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     batch, channels, L = u.shape
     groups, N = B.shape[1], A.shape[1]
     group_channels = channels // groups
-    BN, BL, _, BD, warps = block_config(L, N, group_channels, batch * channels, _min_programs(u.device))
-    n_chunks = triton.cdiv(L, BL)
+    BN, BL, _, BD, warps = block_config(L, N, group_channels, batch * channels, plain_min_programs(u.device))
+    n_spans = triton.cdiv(L, BL)
     blocks_per_group = group_channels // BD
     dev = u.device
     du = torch.empty_like(u)
@@ -364,14 +309,10 @@ def scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved):
     dC = torch.empty_like(dB)
     _scan_bwd_kernel[(channels // BD, batch)](
         u, delta, A, B, C, D if D is not None else _dummy(u), delta_bias if delta_bias is not None else _dummy(u),
-        dy, states, du, ddelta, dA, dB, dC, dD, dbias, channels, group_channels, L, N, n_chunks,
+        dy, states, du, ddelta, dA, dB, dC, dD, dbias, channels, group_channels, L, N, n_spans,
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(delta_softplus),
         BD=BD, BN=BN, BL=BL, num_warps=warps)
     return (du.to(u_in.dtype), ddelta.to(delta_in.dtype), dA.sum(0).to(A_in.dtype),
             dB.sum(1).to(B_in.dtype), dC.sum(1).to(C.dtype),
             None if D_in is None else dD.sum(0).to(D_in.dtype),
             None if bias_in is None else dbias.sum(0).to(bias_in.dtype))
-
-
-# The fused SS2D op (channels-last operands, route pairs, chunk-parallel) has its own kernels.
-from .triton_ss2d import ss2d_bwd, ss2d_fwd, ss2d_saved_like  # noqa: E402

@@ -4,25 +4,27 @@ what they compile to.
 The interpreter (how CI runs the kernels on CPU) checks the maths but not the machine code: registers, spills,
 vector widths and instruction counts only exist after Triton's real pipeline (TTIR -> TTGIR -> LLVM -> PTX ->
 cubin), which runs for an explicit target without a device. This module compiles every kernel of the fused
-SS2D op (and the plain op) for the shapes below, specialised as the runtime JIT would (16-byte aligned
+SS2D op (and the plain op) for the shapes below, with the launch geometry of
+:mod:`vmamba.ops.triton_backend.plan` for an H100's SMs, specialised as the runtime JIT would (16-byte aligned
 pointers, integer arguments divisible by 16 marked so, arguments equal to 1 made constants), and prints per
 kernel and shape:
 
 * ``registers`` / ``spill_bytes``: from ``ptxas -v``;
 * ``vector_loads`` / ``scalar_loads``: ``ld.global`` instructions in the PTX with / without ``.v2``/``.v4``;
-* ``instr_per_element``: SASS thread-instructions of one iteration of the kernel's chunk loop (the inner loop
-  over positions), divided by the route-elements (position x channel x route) a thread handles in it. For
-  d_state N > 1 the loop over states counts N times. The carry kernel counts per (chunk, channel, state).
+* ``instr_per_element``: SASS thread-instructions of one iteration of the kernel's chunk loop (its walk over
+  tiles of positions; over spans for the plain op), divided by the route-elements (position x channel x route)
+  a thread handles in it. For d_state N > 1 the loop over states counts N times. The carry kernel counts per
+  (chunk, channel, state).
 
-    python -m vmamba.ops.triton_aot --arch 90                 # sm_90 (H100/H200); --arch 80 for A100
-    python -m vmamba.ops.triton_aot --arch 90 --json facts.json --shapes s1l8_stage1 vanilla_stage1
+    python -m vmamba.analysis.compile_facts --arch 90                 # sm_90 (H100/H200); --arch 80 for A100
+    python -m vmamba.analysis.compile_facts --arch 90 --json facts.json --shapes s1l8_stage1 vanilla_stage1
 
 Budgets (printed with the table): to keep the fused op bandwidth-bound at 80 % of an H100's HBM peak
 (3.35 TB/s; 132 SMs x 4 warp-instructions per cycle x 1.98 GHz = 33.4 T thread-instructions/s), a kernel may
 spend per route-element at most ``33.4e12 * bytes_per_route_element / (0.8 * 3.35e12)`` instructions: with the
 ideal bytes of the fused op (bf16 in, fp32 y and dy) that is 43 forward / 75 backward for N = 1 (VMamba-T), and
-48 / 83 for N = 16 (vanilla, whose B/C add 4 * 2 * 16 * 2 bytes per position); the issue's round budgets are
-40 / 75 for N = 1.
+48 / 83 for N = 16 (vanilla, whose B/C add 4 * 2 * 16 * 2 bytes per position); the round budgets are 40 / 75
+for N = 1 (:data:`BUDGET`, which the compile test reads).
 
 Must run without ``TRITON_INTERPRET=1`` (interpreted kernels cannot be compiled); exits non-zero on failure.
 """
@@ -175,8 +177,12 @@ def _fused_launches(batch, H, W, D, N):
     direction) for every launch of the fused op's forward and backward, as ss2d_fwd/ss2d_bwd make them."""
     import torch
 
-    from . import triton_ss2d as T
-    _, _, p = T.meta_plan(batch, H, W, D, N, torch.bfloat16, 132)  # the launch plan ss2d_fwd/ss2d_bwd use
+    from vmamba.ops.triton_backend import plan
+    from vmamba.ops.triton_backend.ss2d_backward import _bwd_kernel, _bwd_summary_kernel
+    from vmamba.ops.triton_backend.ss2d_forward import _fwd_kernel, _fwd_summary_kernel
+    from vmamba.ops.triton_backend.ss2d_shared import _carry_kernel
+    # the launch plan ss2d_fwd/ss2d_bwd use
+    _, _, p = plan.meta_plan(batch, H, W, D, N, torch.bfloat16, plan.REFERENCE_SM_COUNT)
     flags, bflags = p.flags(True, True), p.flags(True, True, backward=True)
     warps, bwarps = flags.pop('num_warps'), bflags.pop('num_warps')
     BT, VEC, bVEC = p.BT, p.VEC, p.bwd_VEC
@@ -194,18 +200,20 @@ def _fused_launches(batch, H, W, D, N):
     bints = dict(ints, chunks_per_prog=p.bwd_cpp, n_segs=p.n_bsegs)
     out = []
     for pair in (0, 1):
-        out.append((f'fwd_summary[pair{pair}]', T._fwd_summary_kernel, dict(PAIR=pair, **flags),
+        out.append((f'fwd_summary[pair{pair}]', _fwd_summary_kernel, dict(PAIR=pair, **flags),
                     ints, warps, BT * VEC * 2, 'forward'))
-    out.append(('carry', T._carry_kernel, dict(ADJOINT=False, CB=16, BLK=128), ints, 4, 16 * 128 // 128,
+    carry = p.carry_flags(adjoint=False)
+    carry_warps = carry.pop('num_warps')
+    out.append(('carry', _carry_kernel, carry, ints, carry_warps, carry['CB'] * carry['BLK'] // (32 * carry_warps),
                 'forward'))
     for pair in (0, 1):
-        out.append((f'fwd_main[pair{pair}]', T._fwd_kernel, dict(PAIR=pair, HAS_D=True, **flags),
+        out.append((f'fwd_main[pair{pair}]', _fwd_kernel, dict(PAIR=pair, HAS_D=True, **flags),
                     ints, warps, BT * VEC * 2, 'forward'))
     for pair in (0, 1):
-        out.append((f'bwd_summary[pair{pair}]', T._bwd_summary_kernel, dict(PAIR=pair, **bsummary_flags),
+        out.append((f'bwd_summary[pair{pair}]', _bwd_summary_kernel, dict(PAIR=pair, **bsummary_flags),
                     bints, warps, BT * VEC * 2, 'backward'))
     for pair in (0, 1):
-        out.append((f'bwd_main[pair{pair}]', T._bwd_kernel,
+        out.append((f'bwd_main[pair{pair}]', _bwd_kernel,
                     dict(PAIR=pair, HAS_D=True, FWD_TWO_LEVEL=p.n_segs > 1, **bflags),
                     bints, bwarps, BT * bVEC * 2, 'backward'))
     return out
@@ -213,14 +221,16 @@ def _fused_launches(batch, H, W, D, N):
 
 def _plain_launches(batch, H, W, D, N):
     """The plain op's two kernels on the same shape, as one route of D channels (official layout)."""
-    from . import triton_scan
+    from vmamba.ops.triton_backend import plan
+    from vmamba.ops.triton_backend.selective_scan import _scan_bwd_kernel, _scan_fwd_kernel
     L = H * W
-    BN, BL, bd_fwd, bd_bwd, warps_bwd = triton_scan.block_config(L, N, D, batch * D, 528)
-    ints = dict(channels=D, group_channels=D, L=L, N=N, n_chunks=-(-L // BL))
+    BN, BL, bd_fwd, bd_bwd, warps_bwd = plan.block_config(
+        L, N, D, batch * D, plan.PLAIN_PROGRAMS_PER_SM * plan.REFERENCE_SM_COUNT)
+    ints = dict(channels=D, group_channels=D, L=L, N=N, n_spans=-(-L // BL))
     flags = dict(HAS_D=True, HAS_BIAS=True, SOFTPLUS=True, BN=BN, BL=BL)
-    per = lambda bd, warps: max(1, bd * BN * BL // (32 * warps))  # noqa: E731  elements per thread per chunk
-    return [('plain_fwd', triton_scan._scan_fwd_kernel, dict(BD=bd_fwd, **flags), ints, 4, per(bd_fwd, 4), 'forward'),
-            ('plain_bwd', triton_scan._scan_bwd_kernel, dict(BD=bd_bwd, **flags), ints, warps_bwd,
+    per = lambda bd, warps: max(1, bd * BN * BL // (32 * warps))  # noqa: E731  elements per thread per span
+    return [('plain_fwd', _scan_fwd_kernel, dict(BD=bd_fwd, **flags), ints, 4, per(bd_fwd, 4), 'forward'),
+            ('plain_bwd', _scan_bwd_kernel, dict(BD=bd_bwd, **flags), ints, warps_bwd,
              per(bd_bwd, warps_bwd), 'backward')]
 
 
@@ -230,9 +240,10 @@ def compile_kernels(arch=90, shapes=None, dtype='bf16'):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from . import triton_scan
-    if triton_scan.INTERPRET:
-        raise RuntimeError('triton_aot needs compiled kernels: unset TRITON_INTERPRET and run in a fresh process.')
+    from vmamba.ops.triton_backend import plan
+    if plan.INTERPRET:
+        raise RuntimeError('compile_facts needs compiled kernels: unset TRITON_INTERPRET and run in a fresh '
+                           'process.')
     records = []
     for name in shapes or SHAPES:
         batch, H, W, D, N = SHAPES[name]
