@@ -7,18 +7,17 @@ The tile length and the budgets come from the backend's plan and the tool (one s
 (no ptxas) fails rather than passing unchecked.
 """
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+from repo_testlib import REPO, subprocess_env
 
 triton = pytest.importorskip('triton')
 
 from vmamba.analysis.compile_facts import BUDGET  # noqa: E402
 from vmamba.ops.triton_backend.plan import GPU_TILE_ROWS  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _nvidia_backend_available():
@@ -31,11 +30,10 @@ def _nvidia_backend_available():
 
 
 def _compile_facts(arch, shape, tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'}
-    env['PYTHONPATH'] = ROOT + os.pathsep + env.get('PYTHONPATH', '')
+    env = {k: v for k, v in subprocess_env().items() if k != 'TRITON_INTERPRET'}  # compiled, not interpreted
     out = tmp_path / 'facts.json'
     proc = subprocess.run([sys.executable, '-m', 'vmamba.analysis.compile_facts', '--arch', str(arch),
-                           '--shapes', shape, '--json', str(out)], env=env, cwd=ROOT, capture_output=True, text=True,
+                           '--shapes', shape, '--json', str(out)], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f'all kernels compiled for sm_{arch}' in proc.stdout

@@ -9,8 +9,9 @@ from mmengine.config import Config
 
 from vmamba.models import ARCH_SETTINGS
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIG_DIR = osp.join(REPO, 'configs', 'classification')
+from repo_testlib import CONFIGS
+
+CONFIG_DIR = osp.join(CONFIGS, 'classification')
 
 #: Every ImageNet config and the variant it must build (tiny = s1l8, small/base = s2l15).
 VARIANT_CONFIGS = {

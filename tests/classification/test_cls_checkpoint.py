@@ -5,15 +5,14 @@ The "official" files are written here in the official layout: ``{'model': VSSM s
 ``load_from`` / ``tools/test.py`` load them.
 """
 import argparse
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
 
 from vmamba.models import VSSM, CheckpointMismatchError
 
-from cls_testlib import REPO, SMALL_ARCHS, build_runner, load_config, small_arch
+from cls_testlib import SMALL_ARCHS, build_runner, load_config, small_arch
+from repo_testlib import tool as load_tool
 
 
 def write_official(path, arch, with_ema=True, seed=0):
@@ -136,10 +135,7 @@ def test_an_mmengine_checkpoint_that_does_not_fit_raises(tmp_path):
 
 
 def test_offline_converter_writes_a_plain_mmpretrain_checkpoint(tmp_path):
-    spec = importlib.util.spec_from_file_location('convert_checkpoint', osp.join(REPO, 'tools',
-                                                                                 'convert_checkpoint.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('convert_checkpoint')
     arch = SMALL_ARCHS['vanilla']
     raw, _ = write_official(tmp_path / 'official.pth', arch)
     cfg = load_config('vmamba_tiny_in1k.py', arch=arch)

@@ -5,7 +5,6 @@ fits one batch.
 """
 import glob
 import json
-import os
 import os.path as osp
 import pickle
 import subprocess
@@ -14,14 +13,15 @@ import sys
 import pytest
 import torch
 
-from cls_testlib import REPO, build_runner, load_config
+from cls_testlib import build_runner, load_config
+from repo_testlib import REPO, subprocess_env
 
 DEMO = 'configs/classification/vmamba_mini_demo.py'
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 
 
 def run(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, f'{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'

@@ -4,7 +4,6 @@ Small archs (dims 16, one block a stage) with stress weights (no D skip, long me
 scan), so that a file that got the scan wrong cannot pass. One exported file is checked at several batch sizes
 and input sizes. onnx / onnxruntime are optional dependencies: without them the module is skipped.
 """
-import importlib.util
 import os.path as osp
 import sys
 
@@ -20,8 +19,8 @@ import onnx  # noqa: E402
 from vmamba.deploy import export as E  # noqa: E402
 from vmamba.deploy import onnx_scan  # noqa: E402
 from vmamba.ops import selective_scan_ref, ss2d_scan_ref  # noqa: E402
+from repo_testlib import tool
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SMALL_V2 = {'dims': 16, 'depths': (1, 1, 1, 1)}  # final design: d_state 1, no gate, MLP
 SMALL_VANILLA = {'dims': 16, 'depths': (1, 1, 1, 1), 'version': 'v0', 'd_state': 16, 'ssm_ratio': 2.0,
                  'mlp_ratio': 0.0, 'gated': True, 'conv_bias': True, 'stem': 'patchify', 'downsample': 'merge'}
@@ -191,11 +190,7 @@ def test_failed_verification_writes_nothing(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the tool
 def _tool():
-    spec = importlib.util.spec_from_file_location('export_onnx_tool', osp.join(ROOT, 'tools', 'deploy',
-                                                                                'export_onnx.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return tool('deploy/export_onnx')
 
 
 def test_cli_end_to_end(tmp_path, capsys):

@@ -7,8 +7,8 @@ import pytest
 from mmengine.config import Config
 
 from vmamba.models import VMamba, resolve_arch
+from repo_testlib import REPO
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = osp.join(REPO, 'configs', 'detection')
 
 # (config stem, arch, drop-path of the official det config)

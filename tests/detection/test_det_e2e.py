@@ -10,7 +10,6 @@ exactly (iteration count, optimizer and scheduler state, the same losses, the sa
 import glob
 import json
 import math
-import os
 import os.path as osp
 import pickle
 import subprocess
@@ -20,8 +19,8 @@ import pytest
 import torch
 
 import mmdet
+from repo_testlib import REPO, subprocess_env
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')
 EPOCHS, ITERS_PER_EPOCH = 2, 2
 
@@ -43,7 +42,7 @@ default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_ke
 
 
 def run(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f'{args[:2]} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
     return proc.stdout + proc.stderr

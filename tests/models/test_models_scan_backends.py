@@ -5,7 +5,7 @@ layers are slow under the interpreter."""
 import pytest
 import torch
 
-from ops_testlib import DEVICE
+from scan_testlib import DEVICE
 from vmamba.deploy.weights import stress_weights
 from vmamba.models import VSSM
 from vmamba.models.variants import ARCH_SETTINGS

@@ -7,7 +7,7 @@ promises what the real one returns (shapes, dtypes, strides, no aliasing), that 
 import pytest
 import torch
 
-from ops_testlib import cast_inputs, scan_inputs, ss2d_inputs
+from scan_testlib import cast_inputs, scan_inputs, ss2d_inputs
 from vmamba.ops import selective_scan, ss2d_selective_scan
 from vmamba.ops.dispatch import numba_available
 

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from ops_testlib import cast_inputs, scan_inputs, ss2d_inputs
+from scan_testlib import cast_inputs, scan_inputs, ss2d_inputs
 from vmamba.ops import resolve_backend, selective_scan, ss2d_selective_scan
 from vmamba.ops.dispatch import ENV_VAR, numba_available
 

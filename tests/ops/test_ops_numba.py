@@ -8,8 +8,8 @@ import torch
 
 numba = pytest.importorskip('numba')
 
-import ops_testlib  # noqa: E402
-from ops_testlib import (GRAD_NAMES, PLAIN_CASES, SS2D_GRAD_NAMES, assert_half_close,  # noqa: E402
+import scan_testlib  # noqa: E402
+from scan_testlib import (GRAD_NAMES, PLAIN_CASES, SS2D_GRAD_NAMES, assert_half_close,  # noqa: E402
                          assert_outputs_close, assert_rel_close, cast_inputs, output_grad, plain_reference, run,
                          scan_inputs, ss2d_inputs, ss2d_reference)
 from vmamba.ops import (resolve_backend, selective_scan, selective_scan_ref, ss2d_scan_ref,  # noqa: E402
@@ -20,7 +20,7 @@ from vmamba.ops.dispatch import ENV_VAR  # noqa: E402
 
 # the torch/triton cases (N = 1 with many chunks among them: L = 2115 > the N = 1 chunk length), plus several
 # channel blocks (a ragged one) and N = 16 with many backward chunks
-SS2D_CASES = ops_testlib.SS2D_CASES + [(2, 70, 1, 9, 13), (1, 20, 16, 9, 11)]
+SS2D_CASES = scan_testlib.SS2D_CASES + [(2, 70, 1, 9, 13), (1, 20, 16, 9, 11)]
 
 
 def _fused(*a):

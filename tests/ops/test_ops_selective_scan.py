@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from ops_testlib import (BACKENDS, DEVICE, GRAD_NAMES, assert_half_close, assert_outputs_close, assert_rel_close,
+from scan_testlib import (BACKENDS, DEVICE, GRAD_NAMES, assert_half_close, assert_outputs_close, assert_rel_close,
                          cast_inputs, output_grad, plain_reference, run, scan_inputs)
-from ops_testlib import PLAIN_CASES as CASES
+from scan_testlib import PLAIN_CASES as CASES
 from vmamba.ops import selective_scan, selective_scan_ref
 
 

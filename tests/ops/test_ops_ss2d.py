@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from ops_testlib import (BACKENDS, DEVICE, SS2D_GRAD_NAMES, assert_half_close, assert_outputs_close,
+from scan_testlib import (BACKENDS, DEVICE, SS2D_GRAD_NAMES, assert_half_close, assert_outputs_close,
                          assert_rel_close, cast_inputs, output_grad, run, ss2d_inputs, ss2d_reference)
-from ops_testlib import SS2D_CASES as CASES
+from scan_testlib import SS2D_CASES as CASES
 from vmamba.ops import (cross_merge, cross_merge_ref, cross_scan, cross_scan_ref, route_ref, ss2d_scan_ref,
                         ss2d_selective_scan)
 from vmamba.ops.routes import route_index, route_maps, unroute_maps

@@ -11,8 +11,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from vmamba.models import ARCH_SETTINGS
+from repo_testlib import REPO
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG_DIR = osp.join(REPO, 'configs', 'segmentation')
 
 # config name -> (variant, official drop-path rate, stage widths, published params in M)

@@ -20,15 +20,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from repo_testlib import REPO, subprocess_env
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO = 'configs/segmentation/upernet_vmamba_tiny_ade20k_demo.py'
 ITERS = 3
 VAL_IMAGES = 2
 
 
 def run(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
     assert proc.returncode == 0, f'{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'

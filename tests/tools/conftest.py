@@ -1,7 +1,7 @@
 """Fixtures shared by the tool tests: tools/train.py and tools/test.py imported as modules (they are scripts)."""
 import pytest
 
-from reliability_lib import tool
+from repo_testlib import tool
 
 
 @pytest.fixture(scope='module')

@@ -2,15 +2,10 @@
 VMamba of 8-64 channels and a handful of images, so that a training iteration takes well under a second on
 CPU, and helpers to run tools/train.py in-process or as a subprocess and read back its losses."""
 import glob
-import importlib.util
 import json
-import os
 import os.path as osp
-import subprocess
-import sys
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIGS = osp.join(REPO, 'configs')
+from repo_testlib import CONFIGS
 
 _COMMON = '''
 val_dataloader = None
@@ -90,22 +85,6 @@ def write_config(folder, task, data, workers=0, length=4, interval=2, keep=1, ex
     with open(path, 'w') as f:
         f.write(text)
     return path
-
-
-def tool(name):
-    """tools/<name>.py as a module (the tools are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f'vmamba_tool_{name}', osp.join(REPO, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def run_tool(name, *args, timeout=600):
-    """tools/<name>.py in a subprocess: (exit status, stdout + stderr)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
-    proc = subprocess.run([sys.executable, osp.join(REPO, 'tools', f'{name}.py'), *map(str, args)], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=timeout)
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def losses(work_dir):

@@ -3,7 +3,6 @@
 Everything here stops before a Runner is built (or builds nothing), so it runs in-process and fast; the
 training paths themselves are exercised in tests/detection/test_det_e2e.py and test_distributed.py.
 """
-import os
 import os.path as osp
 
 import pytest
@@ -13,8 +12,8 @@ from mmengine.config import Config
 from vmamba.engine.exact_resume import StepSeedHook
 from vmamba.errors import ToolError
 from vmamba.tasks import data_checks, distributed
+from repo_testlib import REPO, subprocess_env
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 REAL = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_1x.py')
 DEMO = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')
 
@@ -130,7 +129,7 @@ def test_tools_import_no_task_package():
             f'    spec = importlib.util.spec_from_file_location(name, {REPO!r} + f"/tools/{{name}}.py")\n'
             '    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n'
             'print(sorted(m for m in ("mmdet", "mmseg", "mmpretrain") if m in sys.modules))\n')
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+    env = subprocess_env()
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == '[]'

@@ -13,14 +13,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from repo_testlib import REPO, subprocess_env
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET_DEMO = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')
 PRETRAIN = osp.join(REPO, 'configs', 'classification', 'vmamba_shapes_pretrain_demo.py')
 
 
 def run(args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get('PYTHONPATH', '')]))
+    env = subprocess_env()
     proc = subprocess.run([sys.executable, *args], cwd=str(cwd), env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -31,8 +31,8 @@ import pytest
 import torch
 
 from vmamba.demo import coco as demo
+from repo_testlib import REPO, subprocess_env
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 HERE = osp.dirname(osp.abspath(__file__))
 DEMO = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')
 SIZE = 64
@@ -96,8 +96,7 @@ def free_port():
 
 
 def run(cmd, cwd, **env):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, HERE, os.environ.get('PYTHONPATH', '')]),
-               CUDA_VISIBLE_DEVICES='', **env)  # the CPU path, also on a machine with GPUs
+    env = subprocess_env(HERE, CUDA_VISIBLE_DEVICES='', **env)  # the CPU path, also on a machine with GPUs
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f'{cmd} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
 

@@ -14,7 +14,8 @@ import shutil
 import pytest
 import torch
 
-from reliability_lib import REPO, losses, run_tool, write_config
+from reliability_lib import losses, write_config
+from repo_testlib import REPO, run_tool
 
 INJECT = f'''
 import sys
@@ -110,7 +111,7 @@ def test_auto_resume_with_an_empty_or_dangling_pointer(two_checkpoints, capsys):
 
 
 def test_resume_from_files_that_are_not_checkpoints(two_checkpoints, tmp_path):
-    from reliability_lib import tool
+    from repo_testlib import tool
     train = tool('train')
     work = two_checkpoints
     for name in ('iter_2.pth', 'iter_4.pth'):

@@ -8,7 +8,8 @@ import os.path as osp
 import pytest
 import torch
 
-from reliability_lib import REPO, losses, tool, write_config
+from reliability_lib import losses, write_config
+from repo_testlib import REPO, tool
 
 
 def exit_message(func, argv):

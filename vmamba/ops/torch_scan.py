@@ -29,7 +29,7 @@ SS2D also reversed), G channel groups sharing B/C, Dg channels per group, N stat
 The fused SS2D path needs no flipped copies: routes 2 and 3 are routes 0 and 1 scanned *backwards* in the same
 row-major / column-major layout (G = 2 layouts), so the cross-merge is a plain sum.
 
-Backend interface (shared with :mod:`.triton_scan` and :mod:`.numba_backend`, called by :mod:`.dispatch`):
+Backend interface (shared with :mod:`.triton_backend` and :mod:`.numba_backend`, called by :mod:`.dispatch`):
 ``scan_fwd``/``scan_bwd`` for the plain op, ``ss2d_fwd``/``ss2d_bwd`` for the fused SS2D core on channels-last
 operands.
 """

@@ -3,7 +3,7 @@
 The tools serve detection (mmdet), segmentation (mmseg) and classification (mmpretrain) from the config's
 ``default_scope``. Everything that depends on which codebase it is (how ``--out``, ``--show-dir`` and
 ``--tta`` are wired, the dataloader defaults its own tools add, which package to install, where its
-registries and our demo datasets live) is a field here, and :func:`lookup` is the one place a scope is
+registries live) is a field here, and :func:`lookup` is the one place a scope is
 turned into a task. Adding a codebase means adding a row, not finding the ``if scope == ...`` branches.
 
 This module imports nothing but the standard library: ``tools/install.py`` reads it (by file path)
@@ -19,7 +19,6 @@ class TaskAdapter(NamedTuple):
     task: str                      #: what the codebase trains ('detection', ...)
     scope: str                     #: its ``default_scope`` (and import name)
     registry: str                  #: the module with its registries (``MODELS``, ``DATASETS`` ...)
-    demo_datasets: str             #: our module that registers its demo datasets (``custom_imports``)
     requirement: str               #: its pinned pip requirement
     install_extras: tuple          #: further pip packages its metrics/datasets need
     dump_results: Optional[str]    #: ``module:Class`` of the metric that writes ``--out`` (None: no .pkl)
@@ -37,7 +36,6 @@ class TaskAdapter(NamedTuple):
 ADAPTERS = (
     TaskAdapter(
         task='detection', scope='mmdet', registry='mmdet.registry',
-        demo_datasets='vmamba.demo.datasets.detection',
         requirement='mmdet==3.3.0', install_extras=('pycocotools',),
         dump_results='mmdet.evaluation:DumpDetResults',  # stores masks as RLE, like mmdet's tool
         out_to_evaluator=False, show_dir_on='hook.test_out_dir', show_by_enable=False,
@@ -46,7 +44,6 @@ ADAPTERS = (
         headline_metrics=(('coco/bbox_mAP', 'box mAP'), ('coco/segm_mAP', 'mask mAP'))),
     TaskAdapter(
         task='segmentation', scope='mmseg', registry='mmseg.registry',
-        demo_datasets='vmamba.demo.datasets.segmentation',
         requirement='mmsegmentation==1.2.2', install_extras=('ftfy', 'regex'),
         dump_results=None, out_to_evaluator=True, show_dir_on='visualizer.save_dir', show_by_enable=False,
         tta_model=None,  # mmseg's multi-scale TTA has no sensible default
@@ -54,7 +51,6 @@ ADAPTERS = (
         headline_metrics=(('mIoU', 'mIoU %'),)),
     TaskAdapter(
         task='classification', scope='mmpretrain', registry='mmpretrain.registry',
-        demo_datasets='vmamba.demo.datasets.classification',
         requirement='mmpretrain==1.2.0', install_extras=(),
         dump_results='mmengine.evaluator:DumpResults',
         out_to_evaluator=False, show_dir_on='hook.out_dir', show_by_enable=True,

@@ -17,9 +17,6 @@ What this module adds to mmpretrain:
 * :class:`VMambaEMAHook`: mmpretrain's EMA hook, validating both the EMA and the raw weights (as the official
   trainer does) but testing only once.
 * :func:`convert_official_checkpoint`, used by the hook and by ``tools/convert_checkpoint.py``.
-
-The demo datasets are registered by :mod:`vmamba.demo.datasets.classification`; importing this module
-registers them too, for configs whose ``custom_imports`` name only this module.
 """
 import torch
 from mmengine.hooks import Hook
@@ -27,7 +24,6 @@ from mmengine.model import is_model_wrapper
 from mmpretrain.engine.hooks import EMAHook
 from mmpretrain.registry import HOOKS
 
-from vmamba.demo.datasets import classification as _demo_datasets  # noqa: F401  (registers the demo sets)
 from vmamba.errors import ToolError
 from vmamba.models.checkpoint import check_state_dict_fits, convert_official_keys, strip_module
 
