@@ -18,7 +18,9 @@ Shapes (the official VMamba / mamba conventions)::
 import torch
 import torch.nn.functional as F
 
-__all__ = ['selective_scan_ref', 'cross_scan_ref', 'cross_merge_ref', 'ss2d_scan_ref']
+from .routes import route as route_ref  # route k's order is a definition, shared with the op
+
+__all__ = ['selective_scan_ref', 'cross_scan_ref', 'cross_merge_ref', 'ss2d_scan_ref', 'route_ref']
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=False, out_float=True):
@@ -60,12 +62,6 @@ def cross_merge_ref(ys, H, W):
     cols = ys[:, 1] + ys[:, 3].flip(-1)
     cols = cols.view(batch, channels, W, H).transpose(2, 3)
     return rows.view(batch, channels, H, W) + cols
-
-
-def route_ref(t, k):
-    """Flatten the spatial map of one route: t (..., H, W) -> (..., H*W) in route k's order."""
-    flat = t.flatten(-2) if k % 2 == 0 else t.transpose(-1, -2).flatten(-2)
-    return flat.flip(-1) if k >= 2 else flat
 
 
 def ss2d_scan_ref(x, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True):

@@ -25,14 +25,14 @@ def route_index(k, H, W):
     return flat.flip(0) if k >= 2 else flat
 
 
-def _route(t, k):
+def route(t, k):
     """(..., H, W) -> (..., H*W) in route k's order (a copy)."""
     flat = t.flatten(-2) if k % 2 == 0 else t.transpose(-1, -2).flatten(-2)
     return flat.flip(-1) if k >= 2 else flat
 
 
-def _unroute(s, k, H, W):
-    """(..., H*W) in route k's order -> (..., H, W): the inverse of :func:`_route`."""
+def unroute(s, k, H, W):
+    """(..., H*W) in route k's order -> (..., H, W): the inverse of :func:`route`."""
     if k >= 2:
         s = s.flip(-1)
     return s.unflatten(-1, (H, W)) if k % 2 == 0 else s.unflatten(-1, (W, H)).transpose(-1, -2)
@@ -40,7 +40,7 @@ def _unroute(s, k, H, W):
 
 def cross_scan_tensor(x):
     """(batch, C, H, W) -> (batch, 4, C, H*W): x read along each of the four routes."""
-    return torch.stack([_route(x, k) for k in range(4)], dim=1)
+    return torch.stack([route(x, k) for k in range(4)], dim=1)
 
 
 def cross_merge_tensor(ys, H, W):
@@ -52,12 +52,12 @@ def cross_merge_tensor(ys, H, W):
 
 def route_maps(t):
     """(batch, 4, C, H, W) -> (batch, 4, C, H*W): map k read along route k (per-route delta / B / C)."""
-    return torch.stack([_route(t[:, k], k) for k in range(4)], dim=1)
+    return torch.stack([route(t[:, k], k) for k in range(4)], dim=1)
 
 
 def unroute_maps(s, H, W):
     """(batch, 4, C, H*W) -> (batch, 4, C, H, W): the inverse (and adjoint) of :func:`route_maps`."""
-    return torch.stack([_unroute(s[:, k], k, H, W) for k in range(4)], dim=1)
+    return torch.stack([unroute(s[:, k], k, H, W) for k in range(4)], dim=1)
 
 
 class CrossScan(torch.autograd.Function):
