@@ -31,3 +31,12 @@ def run_tool(path, *args, timeout=600, cwd=REPO, **variables):
     proc = subprocess.run([sys.executable, osp.join(TOOLS, f'{path}.py'), *map(str, args)], cwd=cwd,
                           env=subprocess_env(**variables), capture_output=True, text=True, timeout=timeout)
     return proc.returncode, proc.stdout + proc.stderr
+
+
+def run_python(*args, cwd=REPO, timeout=900):
+    """``python ARGS`` in a subprocess with this checkout importable; fails the test (with the output's end)
+    unless it exits 0. Returns stdout + stderr."""
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=str(cwd), env=subprocess_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f'{args[:2]} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
+    return proc.stdout + proc.stderr

@@ -7,25 +7,15 @@ import glob
 import json
 import os.path as osp
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from cls_testlib import build_runner, load_config
-from repo_testlib import REPO, subprocess_env
+from repo_testlib import run_python as run
 
 DEMO = 'configs/classification/vmamba_mini_demo.py'
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-
-
-def run(*args, timeout=600):
-    env = subprocess_env()
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f'{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc.stdout + proc.stderr
 
 
 def data_options(root):

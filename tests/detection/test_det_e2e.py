@@ -12,14 +12,12 @@ import json
 import math
 import os.path as osp
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import mmdet
-from repo_testlib import REPO, subprocess_env
+from repo_testlib import REPO, run_python as run
 
 DEMO = osp.join(REPO, 'configs', 'detection', 'maskrcnn_vmamba_tiny_demo.py')
 EPOCHS, ITERS_PER_EPOCH = 2, 2
@@ -39,13 +37,6 @@ model = dict(train_cfg=dict(rpn_proposal=dict(max_per_img=100), rcnn=dict(sample
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=3))
 '''
-
-
-def run(*args, cwd):
-    env = subprocess_env()
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f'{args[:2]} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
-    return proc.stdout + proc.stderr
 
 
 def scalars(work_dir):

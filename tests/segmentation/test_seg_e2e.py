@@ -12,27 +12,17 @@ import os
 import os.path as osp
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from repo_testlib import REPO, subprocess_env
+from repo_testlib import REPO, run_python as run
 
 DEMO = 'configs/segmentation/upernet_vmamba_tiny_ade20k_demo.py'
 ITERS = 3
 VAL_IMAGES = 2
-
-
-def run(*args, timeout=600):
-    env = subprocess_env()
-    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f'{args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
-    return proc.stdout + proc.stderr
 
 
 def data_options(root, **demo_cfg):
