@@ -53,6 +53,7 @@ def test_stage1_compile_facts_sm90(tmp_path):
         assert r['spill_bytes'] is not None and r['registers'] is not None, f'no ptxas figures: {r}'
         assert r['spill_bytes'] == 0, f'register spills: {r}'
         assert r['registers'] <= 255, r
+        assert r['batch_offset_64bit'] is True, f'image offsets computed in 32 bits: {r}'
         if name == 'carry' or name.startswith('plain'):  # the plain op: compiles without spills, no budget
             continue
         # Each row of a tile is one vector load per thread: x and both routes' deltas (or dy and both deltas);
@@ -70,3 +71,30 @@ def test_detection_shape_compiles_for_sm80(tmp_path):
     # everything but the backward main kernels (92 / 24 spill bytes on sm_80, docs/benchmarks.md) is spill-free
     assert all(r['spill_bytes'] is not None for r in records), f'no ptxas spill counts: {records}'
     assert all(r['spill_bytes'] == 0 for r in records if not r['kernel'].startswith('bwd_main')), records
+
+
+@pytest.mark.skipif(not _nvidia_backend_available(), reason='triton without the NVIDIA backend')
+def test_blackwell_consumer_arch_reports_its_facts(tmp_path):
+    """sm_120 (RTX 50) needs Triton's second ptxas and branches as BRA.U: every figure is there, none is None."""
+    records = _compile_facts(120, 's1l8_stage1', tmp_path)
+    assert len(records) == 11
+    for r in records:
+        assert r['registers'] is not None and r['spill_bytes'] is not None, r
+        assert r['instr_per_element'] is not None or r['kernel'] == 'carry', r
+        assert r['batch_offset_64bit'] is True, r
+
+
+def test_batch_offset_check_tells_wide_from_narrow():
+    from vmamba.analysis.compile_facts import batch_offset_64bit
+    wide = '\tmov.u32 \t%r5, %ctaid.z;\n\tcvt.u64.u32 \t%rd1, %r5;\n\tmul.lo.s32 \t%r50, %r7, %r8;\n'
+    narrow = '\tmov.u32 \t%r5, %ctaid.z;\n\tmul.lo.s32 \t%r6, %r5, %r7;\n\tcvt.u64.u32 \t%rd1, %r5;\n'
+    assert batch_offset_64bit(wide, 'z') is True
+    assert batch_offset_64bit(narrow, 'z') is False
+    assert batch_offset_64bit(wide, 'y') is None
+
+
+def test_loops_found_in_blackwell_branches():
+    from vmamba.analysis.compile_facts import _loops
+    sass = [(0x90, 'BRA.U !UP0, 0x4c0'), (0x6bc0, 'BRA.U UP0, 0x750'), (0x310, '@!P1 BRA 0x140'),
+            (0x500, 'BRA 0x500')]
+    assert sorted(_loops(sass)) == [(0x140, 0x310), (0x500, 0x500), (0x750, 0x6bc0)]

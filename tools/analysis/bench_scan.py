@@ -9,8 +9,9 @@ forward and forward+backward of
 * ``ref``:     the sequential reference (:func:`vmamba.ops.ss2d_scan_ref`), where feasible,
 
 and prints ms, effective GB/s (bytes of the *fused* op's ideal traffic: every input read once, every output written
-once, see :func:`ideal_bytes`) and the % of the device's HBM peak. On CPU (torch backend) it prints the speed-up of
-the fast path over the reference instead of a % of peak.
+once, see :func:`ideal_bytes`), the % of the device's HBM peak (from :data:`HBM_PEAK_GBS` by device name, else
+measured by a device-to-device copy) and the unfused chain's time over the fused op's. On CPU it prints the
+speed-up of the fast path over the reference instead of a % of peak. ``--json`` writes the rows.
 
 Examples::
 
@@ -29,9 +30,21 @@ from vmamba.ops import cross_merge, cross_scan, resolve_backend, selective_scan,
 from vmamba.ops.routes import route_maps
 
 #: HBM peak bandwidth (GB/s) by substring of ``torch.cuda.get_device_name()``; override with --peak-gbs.
-HBM_PEAK_GBS = {'H200': 4800, 'H100 PCIe': 2000, 'H100': 3350, 'A100-SXM4-80GB': 2039, 'A100 80GB PCIe': 1935,
-                'A100': 1555, 'L40S': 864, 'RTX 4090': 1008, 'A10': 600, 'V100': 900}
+#: The first key found in the name wins, so specific names come before their prefixes.
+HBM_PEAK_GBS = {'B200': 8000, 'H200': 4800, 'H100 PCIe': 2000, 'H100 NVL': 3900, 'GH200': 4000, 'H100': 3350,
+                'A100-SXM4-80GB': 2039, 'A100 80GB PCIe': 1935, 'A100': 1555, 'L40S': 864, 'L40': 864, 'L4': 300,
+                'RTX 5090': 1792, 'RTX 5080': 960, 'RTX 4090': 1008, 'RTX 4080': 717, 'RTX 3090': 936,
+                'A10G': 600, 'A10': 600, 'T4': 320, 'V100': 900}
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def measured_peak_gbs(device, mib=1024):
+    """Device-to-device copy bandwidth (bytes read + written per second, GB/s), best of 5: the peak's stand-in
+    for a GPU missing from :data:`HBM_PEAK_GBS`."""
+    a = torch.empty(mib * 2 ** 20, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    ms = min(bench(lambda: b.copy_(a), device, 2, 1) for _ in range(5))
+    return 2 * a.numel() / ms / 1e6
 
 
 def stage_shapes(arch, image_size=224, patch=4):
@@ -39,7 +52,7 @@ def stage_shapes(arch, image_size=224, patch=4):
     _, cfg = resolve_arch(arch)
     out = []
     for i in range(len(cfg['depths'])):
-        side = image_size // patch // 2 ** i
+        side = max(1, image_size // patch // 2 ** i)
         out.append((i + 1, int(cfg['ssm_ratio'] * cfg['dims'] * 2 ** i), side, side))
     return out
 
@@ -201,7 +214,9 @@ def main():
                         help='print the bytes the fused kernels move (access-pattern model) vs the ideal, and the '
                              "backward's extra memory (no timing, no device)")
     parser.add_argument('--traffic-dtype', default='bf16', choices=sorted(DTYPES))
-    parser.add_argument('--json', help='with --traffic: also write the records to this file')
+    parser.add_argument('--json', help='also write the records (the timing rows, or with --traffic the traffic) '
+                                       'to this file')
+    parser.add_argument('--image-size', type=int, default=224, help='input size the stage shapes come from')
     args = parser.parse_args()
     if args.traffic:
         print_traffic(args)
@@ -219,17 +234,21 @@ def main():
     repeats = args.repeats if args.repeats is not None else (10 if cuda else 3)
     peak = args.peak_gbs
     name = torch.cuda.get_device_name(device) if cuda else f'CPU ({torch.get_num_threads()} threads)'
+    peak_source = 'given'
     if cuda and peak is None:
-        peak = next((v for k, v in HBM_PEAK_GBS.items() if k in name), None)
+        peak, peak_source = next((v for k, v in HBM_PEAK_GBS.items() if k in name), None), 'table'
+        if peak is None:
+            peak, peak_source = measured_peak_gbs(device), 'measured copy'
     backend = args.backend or resolve_backend(None, device)
-    print(f'device: {name}; backend: {backend}; arch: {args.arch}; batch {batch}; 224x224 input'
-          + (f'; HBM peak {peak:.0f} GB/s' if peak else ''))
+    print(f'device: {name}; backend: {backend}; arch: {args.arch}; batch {batch}; '
+          f'{args.image_size}x{args.image_size} input' + (f'; HBM peak {peak:.0f} GB/s ({peak_source})' if peak else ''))
     print('GB/s = ideal bytes of the fused op / time (every input read once, every output written once).')
     header = f'{"stage":>5} {"D":>5} {"HxW":>7} {"N":>3} {"dtype":>5} {"variant":>8} | ' \
              f'{"fwd ms":>9} {"GB/s":>7} {"%peak":>6} | {"fwd+bwd ms":>10} {"GB/s":>7} {"%peak":>6}'
     print(header)
     print('-' * len(header))
-    shapes = [s for s in stage_shapes(args.arch) if s[0] in args.stages]
+    shapes = [s for s in stage_shapes(args.arch, args.image_size) if s[0] in args.stages]
+    rows = []
     for stage, dim, H, W in shapes:
         for d_state in args.d_states:
             for dtype_name in args.dtypes:
@@ -245,6 +264,12 @@ def main():
                     t_f = bench(fwd, device, warm, reps)
                     t_fb = float('nan') if args.forward_only else bench(fwdbwd, device, warm, reps)
                     results[variant] = (t_f, t_fb)
+                    gb = [ideal_bytes(batch, dim, d_state, H, W, size, b) / 1e9 for b in (False, True)]
+                    rows.append(dict(stage=stage, dim=dim, H=H, W=W, d_state=d_state, dtype=dtype_name,
+                                     variant=variant, fwd_ms=t_f, fwdbwd_ms=t_fb, fwd_gbs=gb[0] / t_f * 1e3,
+                                     fwdbwd_gbs=gb[1] / t_fb * 1e3,
+                                     fwd_pct_peak=100 * gb[0] / t_f * 1e3 / peak if peak else None,
+                                     fwdbwd_pct_peak=100 * gb[1] / t_fb * 1e3 / peak if peak else None))
                     cells = []
                     for t, backward in ((t_f, False), (t_fb, True)):
                         gbs = ideal_bytes(batch, dim, d_state, H, W, size, backward) / t / 1e6
@@ -252,11 +277,21 @@ def main():
                         cells.append(f'{t:9.3f} {gbs:7.3g} {pct:>6}')
                     print(f'{stage:>5} {dim:>5} {f"{H}x{W}":>7} {d_state:>3} {dtype_name:>5} {variant:>8} | '
                           f'{cells[0]} |  {cells[1]}')
+                if 'unfused' in results:
+                    (f_fu, fb_fu), (f_un, fb_un) = results['fused'], results['unfused']
+                    print(f'{"":>37} unfused chain / fused op: forward {f_un / f_fu:.2f}x, '
+                          f'forward+backward {fb_un / fb_fu:.2f}x')
                 if 'ref' in results:
                     f_ref, fb_ref = results['ref']
                     f_fast, fb_fast = results['fused']
                     print(f'{"":>37} speed-up of fused over ref: forward {f_ref / f_fast:.1f}x, '
                           f'forward+backward {fb_ref / fb_fast:.1f}x')
+    if args.json:
+        import json
+        with open(args.json, 'w') as f:
+            json.dump(dict(device=name, backend=backend, batch=batch, image_size=args.image_size, peak_gbs=peak,
+                           peak_source=peak_source if peak else None, rows=rows), f, indent=1)
+        print(f'wrote {args.json}')
 
 
 if __name__ == '__main__':

@@ -17,7 +17,8 @@ synthetic, so no dataset is needed; detectors and segmentors get synthetic boxes
     python tools/analysis/benchmark.py tiny --device cpu --compile --interleave --compare none
 
 The Swin-T baseline matches the task of the first model (mmpretrain Swin-T, mmdet Swin-T Mask R-CNN or mmseg
-Swin-T UperNet); ``--compare`` names others, ``--compare none`` skips it.
+Swin-T UperNet); ``--compare`` names others, ``--compare none`` skips it. Without mmpretrain, Swin-T is timm's
+``swin_tiny_patch4_window7_224`` (the same architecture); without either, the run says the baseline was skipped.
 """
 import argparse
 import copy
@@ -179,11 +180,18 @@ def main(argv=None):
     warmup = args.warmup if args.warmup is not None else (10 if on_gpu else 2)
     iters = args.iters if args.iters is not None else (30 if on_gpu else 5)
 
+    skipped = []
+
     def build(spec):
         try:
-            return build_subject(spec, cfg_options=args.cfg_options, device=device)
+            return build_subject(spec, cfg_options=args.cfg_options, device=device,
+                                 input_size=args.shape[0] if args.shape else 224)
         except SpecError as err:
-            sys.exit(f'error: {err}')
+            if spec in args.models:
+                sys.exit(f'error: {err}')
+            skipped.append(dict(model=spec, mode='skipped', reason=f'skipped: {err}'))  # a baseline: say so
+            print(f'{spec} skipped: {err}', flush=True)
+            return None
 
     first = build(args.models[0])  # its task picks the Swin-T baseline
     timings = []
@@ -198,13 +206,14 @@ def main(argv=None):
     def subjects_of(i, spec):
         """The subject of ``spec`` (the first is already built), and with --compile its compiled twin."""
         subject = first if i == 0 else build(spec)
-        if not (args.compile and i < len(args.models)):
+        if subject is None or not (args.compile and i < len(args.models)):
             return [subject]
         twin = copy.copy(subject)
         twin.model, twin.name = torch.compile(subject.model), f'{subject.name} (compiled)'
         return [subject, twin]
 
-    for subject in (s for i, spec in enumerate([] if args.interleave else specs) for s in subjects_of(i, spec)):
+    for subject in (s for i, spec in enumerate([] if args.interleave else specs) for s in subjects_of(i, spec)
+                    if s is not None):
         (height, width), batch = shape_of(subject), batch_of(subject)
         for mode in args.modes:
             # Inference in float32 as the paper's "TP"; training under autocast as its "Train TP".
@@ -219,7 +228,7 @@ def main(argv=None):
             torch.cuda.empty_cache()
 
     if args.interleave:
-        subjects = [s for i, spec in enumerate(specs) for s in subjects_of(i, spec)]
+        subjects = [s for i, spec in enumerate(specs) for s in subjects_of(i, spec) if s is not None]
         timings = measure_interleaved(subjects, args.modes, batch_of, shape_of, warmup, iters, args.amp)
         for t in timings:
             print(f'{t.model} {t.mode}: {t.images_per_s:.2f} img/s ({t.dtype}, batch {t.batch}, '
@@ -231,11 +240,15 @@ def main(argv=None):
     print(f'\ndevice: {torch.cuda.get_device_name(device) if on_gpu else "cpu"} '
           f'({torch.get_num_threads()} threads), warm-up {warmup}, timed {iters}; {memory_note}\n')
     print(format_table(timings))
-    if len(specs) > len(args.models):  # a baseline was added
-        print('\n' + format_ratios(timings, specs[len(args.models)]))
+    if len(specs) > len(args.models) and timings:  # a baseline was added
+        baseline = next((t.model for t in timings if t.model not in args.models), None)
+        if baseline:
+            print('\n' + format_ratios(timings, baseline))
+    for s in skipped:
+        print(f'\n{s["model"]} {s["reason"]}')
     if args.out:
         with open(args.out, 'w') as f:
-            json.dump([t.as_dict() for t in timings], f, indent=1)
+            json.dump([t.as_dict() for t in timings] + skipped, f, indent=1)
         print(f'\nwrote {args.out}')
     return timings
 

@@ -11,6 +11,8 @@ kernel and shape:
 
 * ``registers`` / ``spill_bytes``: from ``ptxas -v``;
 * ``vector_loads`` / ``scalar_loads``: ``ld.global`` instructions in the PTX with / without ``.v2``/``.v4``;
+* ``batch_offset_64bit``: the image index is widened to 64 bits before it scales a stride (see
+  :func:`batch_offset_64bit`; the tool fails otherwise);
 * ``instr_per_element``: SASS thread-instructions of one iteration of the kernel's chunk loop (its walk over
   tiles of positions; over spans for the plain op), divided by the route-elements (position x channel x route)
   a thread handles in it. For d_state N > 1 the loop over states counts N times. The carry kernel counts per
@@ -62,10 +64,21 @@ def _bin(tool):
     return os.path.join(os.path.dirname(triton.__file__), 'backends', 'nvidia', 'bin', tool)
 
 
+def _ptxas(arch):
+    """The ptxas Triton itself compiles ``arch`` with: from sm_100 on, newer Triton ships a second ptxas
+    (``ptxas-blackwell``, a later CUDA) because its default one does not know Blackwell's archs."""
+    try:
+        from triton.backends.nvidia.compiler import get_ptxas
+        return get_ptxas(arch).path
+    except (ImportError, AttributeError):  # a Triton with one ptxas
+        blackwell = _bin('ptxas-blackwell')
+        return blackwell if arch >= 100 and os.path.exists(blackwell) else _bin('ptxas')
+
+
 def _ptxas_stats(ptx, arch):
     """(registers, spill bytes) from ``ptxas -v``, or (None, None) when Triton's ptxas is not available."""
-    ptxas = _bin('ptxas')
-    if not os.path.exists(ptxas):
+    ptxas = _ptxas(arch)
+    if not ptxas or not os.path.exists(ptxas):
         return None, None
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, 'k.ptx')
@@ -102,7 +115,7 @@ def _loops(sass):
     """(start, end) address ranges of the loops: backward branches."""
     loops = []
     for addr, ins in sass:
-        m = re.match(r'(@!?U?P\w+\s+)?BRA\s+(?:\S+\s+)?(0x[0-9a-f]+)', ins)
+        m = re.match(r'(@!?U?P\w+\s+)?BRA(?:\.\w+)*\s+(?:\S+\s+)?(0x[0-9a-f]+)', ins)  # BRA.U on sm_100+
         if m and int(m.group(2), 16) <= addr:
             loops.append((int(m.group(2), 16), addr))
     return loops
@@ -148,6 +161,26 @@ def chunk_loop_instructions(sass, n_states, recompute=0.0):
     if not plain:
         return None
     return _count(sass, *min(plain, key=size))
+
+
+#: The grid axis that indexes the image, per kernel (the others: z).
+_BATCH_AXIS = {'bwd_main': 'y', 'plain_fwd': 'y', 'plain_bwd': 'y'}
+
+
+def batch_offset_64bit(ptx, axis):
+    """Whether the image index (``%ctaid.<axis>``) enters the address arithmetic only widened to 64 bits
+    (``cvt.u64``, ``mul.wide``/``mad.wide``), so that image b's offset b * stride cannot wrap when a batch holds
+    more than 2^31 elements. Offsets inside one image stay 32-bit: the dispatcher refuses larger images.
+    None when the PTX does not read that axis."""
+    regs = re.findall(rf'mov\.u32\s+(%r\d+),\s*%ctaid\.{axis};', ptx)
+    if not regs:
+        return None
+    for reg in regs:
+        uses = [line for line in ptx.splitlines() if re.search(rf'{reg}\b', line) and '%ctaid' not in line]
+        if not uses or not all(re.match(r'\s*(cvt\.[us]64\.[us]32|mul\.wide\.[us]32|mad\.wide\.[us]32)\s', u)
+                               for u in uses):
+            return False
+    return True
 
 
 def _specialise(kernel, consts, ints, dtype):
@@ -259,8 +292,9 @@ def compile_kernels(arch=90, shapes=None, dtype='bf16'):
             again = (ints['n_chunks'] - ints['n_qrows']) / ints['n_chunks'] if consts.get('RECOMPUTE') and \
                 label.startswith('bwd_main') else 0.0  # the superchunk walk, per chunk
             body = chunk_loop_instructions(_sass(compiled.asm['cubin']), 1 if label in _NO_STATE_LOOP else N, again)
+            wide = batch_offset_64bit(ptx, _BATCH_AXIS.get(label.split('[')[0], 'z'))
             records.append(dict(kernel=label, shape=name, d_state=N, direction=direction, num_warps=warps,
-                                registers=regs, spill_bytes=spills, vector_loads=vector,
+                                registers=regs, spill_bytes=spills, vector_loads=vector, batch_offset_64bit=wide,
                                 scalar_loads=len(loads) - vector,
                                 instr_per_element=None if body is None else round(body / per_thread, 1),
                                 budget=None if label in _NO_BUDGET else BUDGET[(direction, N > 1)]))
@@ -269,24 +303,30 @@ def compile_kernels(arch=90, shapes=None, dtype='bf16'):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--arch', type=int, default=90, help='compute capability x10: 80 (A100), 90 (H100)')
+    parser.add_argument('--arch', type=int, default=90,
+                        help='compute capability x10: 75 (T4), 80 (A100), 86/89 (RTX 30/40), 90 (H100), 100 (B200), '
+                             '120 (RTX 50)')
     parser.add_argument('--dtype', default='bf16', choices=['bf16', 'fp16', 'fp32'])
     parser.add_argument('--shapes', nargs='+', choices=sorted(SHAPES), help='default: all')
     parser.add_argument('--json', help='also write the records to this file')
     args = parser.parse_args(argv)
     records = compile_kernels(args.arch, args.shapes, args.dtype)
     print(f'{"shape":>15} {"kernel":>18} {"N":>3} {"warps":>5} {"regs":>5} {"spill B":>7} {"ld.v2/v4":>8} '
-          f'{"ld scalar":>9} {"instr/elem":>10} {"budget":>6}')
+          f'{"ld scalar":>9} {"instr/elem":>10} {"budget":>6} {"b*stride 64-bit":>15}')
     for r in records:
         budget = r['budget'] if r['budget'] is not None else '-'
         print(f'{r["shape"]:>15} {r["kernel"]:>18} {r["d_state"]:>3} {r["num_warps"]:>5} {r["registers"]!s:>5} '
               f'{r["spill_bytes"]!s:>7} {r["vector_loads"]:>8} {r["scalar_loads"]:>9} '
-              f'{r["instr_per_element"]!s:>10} {budget!s:>6}')
+              f'{r["instr_per_element"]!s:>10} {budget!s:>6} {r["batch_offset_64bit"]!s:>15}')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(records, f, indent=1)
         print(f'wrote {args.json}')
     print(f'all kernels compiled for sm_{args.arch} ({args.dtype} inputs)')
+    narrow = sorted({r['kernel'] for r in records if r['batch_offset_64bit'] is False})
+    if narrow:
+        print(f'32-bit image offsets in {", ".join(narrow)}: batches over 2^31 elements would wrap')
+        return 1
     return 0
 
 

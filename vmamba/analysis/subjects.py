@@ -19,6 +19,7 @@ its test config, as in mmdet's own counter).
 Weights are freshly initialised (a config's ``Pretrained`` init is not run) unless a checkpoint is given.
 """
 import importlib
+import importlib.util
 import os.path as osp
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,8 @@ from vmamba.tasks.adapters import SUPPORTED_SCOPES, lookup
 
 from .flops import Complexity, count_complexity
 
-__all__ = ['TASKS', 'DEFAULT_SHAPES', 'BASELINES', 'SWIN_BASELINE', 'Batch', 'Subject', 'build_subject',
-           'SpecError']
+__all__ = ['TASKS', 'DEFAULT_SHAPES', 'BASELINES', 'TIMM_BASELINES', 'SWIN_BASELINE', 'Batch', 'Subject',
+           'build_subject', 'SpecError']
 
 TASKS = ('classification', 'detection', 'segmentation')
 
@@ -175,6 +176,50 @@ class VSSMSubject(Subject):
 
     def features(self, images):
         return self.model.forward_features(images).permute(0, 3, 1, 2)
+
+
+class TimmSubject(Subject):
+    """A timm ImageNet classifier: the Swin-T baseline where mmpretrain is absent (a bare GPU machine). timm's
+    ``swin_tiny_patch4_window7_224`` is the same architecture as mmpretrain's Swin-T (28.3 M parameters)."""
+
+    def __init__(self, name, timm_name, input_size=224):
+        import timm
+        # Swin's window attention needs the input size at build time; smaller inputs (tests) also shrink the window.
+        kwargs = {} if input_size == 224 else dict(img_size=input_size, window_size=max(1, min(7, input_size // 32)))
+        super().__init__(name, timm.create_model(timm_name, pretrained=False, **kwargs))
+        self.num_classes = self.model.num_classes
+        self.input_size = input_size
+
+    def fit_shape(self, height, width):
+        return self.input_size, self.input_size
+
+    def forward_tensor(self, batch):
+        return self.model(batch.images)
+
+    def features(self, images):
+        return self.model.forward_features(images).permute(0, 3, 1, 2)
+
+
+#: Baselines that timm also provides, used where the OpenMMLab task package is not installed.
+TIMM_BASELINES = {'swin_t': ('mmpretrain', 'swin_tiny_patch4_window7_224')}
+
+
+def _installed(package):
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ImportError:  # a finder that refuses the name
+        return False
+
+
+def _timm_baseline(spec, input_size):
+    """The timm twin of baseline ``spec`` when its OpenMMLab package cannot be imported, else None; SpecError
+    when neither can be."""
+    package, timm_name = TIMM_BASELINES.get(spec, (None, None))
+    if package is None or _installed(package):
+        return None
+    if not _installed('timm'):
+        raise SpecError(f'{spec}: neither {package} nor timm is installed, so this baseline cannot be built')
+    return TimmSubject(f'{spec} (timm)', timm_name, input_size)
 
 
 class ClassifierSubject(Subject):
@@ -322,14 +367,19 @@ def _config_subject(name, spec, checkpoint=None, cfg_options=None):
     return _SUBJECT_CLASS[task](name, model, arch=arch, **kwargs)
 
 
-def build_subject(spec, checkpoint=None, checkpoint_key=None, cfg_options=None, device='cpu') -> Subject:
+def build_subject(spec, checkpoint=None, checkpoint_key=None, cfg_options=None, device='cpu',
+                  input_size=224) -> Subject:
     """Build the model named by ``spec`` (see the module docstring), optionally from a checkpoint.
 
     ``checkpoint_key`` picks the entry of an official VMamba file (``model`` or ``model_ema``); config
-    models load mmengine/OpenMMLab checkpoints strictly. Any mismatch raises.
+    models load mmengine/OpenMMLab checkpoints strictly. Any mismatch raises. ``input_size`` only matters for a
+    timm baseline (built where mmpretrain is absent), whose window attention is fixed to it.
     """
     spec = str(spec)
-    if spec in BASELINES:
+    timm_subject = _timm_baseline(spec, input_size) if spec in BASELINES and not checkpoint else None
+    if timm_subject is not None:
+        subject = timm_subject
+    elif spec in BASELINES:
         options = dict(BASELINE_OPTIONS.get(spec, {}), **(cfg_options or {}))
         subject = _config_subject(spec, BASELINES[spec], checkpoint, options)
     elif '::' in spec or spec.endswith('.py') or osp.exists(spec):

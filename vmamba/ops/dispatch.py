@@ -15,6 +15,7 @@ for the fake implementations).
 """
 import functools
 import importlib
+import math
 import os
 import warnings
 from typing import Optional
@@ -81,6 +82,108 @@ def _backend_module(name, device):
     return importlib.import_module(BACKENDS[name])
 
 
+#: The oldest GPU generation the kernels are compiled and checked for (compile_facts: sm_75 on), and the first
+#: that the bf16 paths are checked on (Turing has no bf16 arithmetic; Triton emulates its conversions there).
+MIN_CAPABILITY = (7, 5)
+BF16_CAPABILITY = (8, 0)
+#: Offsets inside one image are 32-bit in the kernels (the batch term is 64-bit, checked by compile_facts).
+MAX_IMAGE_ELEMENTS = 2 ** 31 - 1
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_import_problem():
+    try:
+        importlib.import_module(BACKENDS['triton'])
+    except Exception as err:  # noqa: BLE001  (a broken triton fails in several ways)
+        return f'triton is not importable ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})'
+    return None
+
+
+def triton_problem(device, dtype=None):
+    """Why the Triton kernels cannot serve CUDA tensors of ``dtype`` on ``device`` (a one-line reason), or None."""
+    device = torch.device(device)
+    if device.type != 'cuda':
+        return None
+    problem = _triton_import_problem() or _FAILED.get((str(device), dtype))
+    if problem:
+        return problem
+    cc = torch.cuda.get_device_capability(device)
+    arch = f'sm_{cc[0]}{cc[1]}'
+    if cc < MIN_CAPABILITY:
+        return (f'{torch.cuda.get_device_name(device)} is {arch}; the Triton kernels are built and checked for '
+                f'sm_{MIN_CAPABILITY[0]}{MIN_CAPABILITY[1]} and newer')
+    if dtype == torch.bfloat16 and cc < BF16_CAPABILITY:
+        return f'bf16 inputs on {arch} (no bf16 arithmetic before sm_80); use fp16 or fp32 for the Triton kernels'
+    return None
+
+
+#: (device, dtype) -> why the first Triton call there failed; and the pairs where one has succeeded.
+_FAILED = {}
+_CONFIRMED = set()
+_WARNED = set()
+
+
+def _fallback_warning(problem):
+    if problem not in _WARNED:
+        _WARNED.add(problem)
+        warnings.warn(f'vmamba selective scan: CUDA tensors run the torch backend, not Triton: {problem}.',
+                      RuntimeWarning, stacklevel=4)
+
+
+def _check_image_size(name, t, per_image):
+    if per_image > MAX_IMAGE_ELEMENTS:
+        raise ValueError(f'{name}: one image of {tuple(t.shape)} holds {per_image:,} elements, more than the '
+                         f"Triton kernels' 32-bit offsets within an image reach (2^31); use backend='torch' or "
+                         'split the image into tiles')
+
+
+def _named(backend):
+    """Whether the user named the backend (argument or environment) rather than leaving it to the device."""
+    return backend != 'auto' or (os.environ.get(ENV_VAR) or 'auto').strip().lower() != 'auto'
+
+
+def _impl(backend, t):
+    """The backend module for tensor ``t``: ``backend`` by name, or by device for 'auto'. Under 'auto', CUDA
+    tensors that Triton cannot serve (see :func:`triton_problem`) get the torch backend and one warning; a named
+    ``'triton'`` says why in one line instead."""
+    name = resolve_backend(None if backend == 'auto' else backend, t.device)
+    if name == 'triton' and t.device.type == 'cuda':
+        problem = triton_problem(t.device, t.dtype)
+        if problem:
+            if not _named(backend):
+                _fallback_warning(problem)
+                return _backend_module('torch', t.device)
+            raise RuntimeError(f"The triton selective-scan backend cannot run here: {problem}; use backend='torch' "
+                               f'or {ENV_VAR}=torch.')
+    return _backend_module(name, t.device)
+
+
+def _run(backend, t, fn, *args):
+    """``impl.<fn>(*args)``. The first Triton call per (device, dtype) under 'auto' is where a compile failure
+    shows (a Triton or ptxas that does not know this GPU): it then warns once and reruns on the torch backend,
+    and so does every later call there, rather than crashing a training run. Argument errors and out-of-memory
+    are never retried."""
+    impl = _impl(backend, t)
+    if impl.__name__ != BACKENDS['triton']:
+        return getattr(impl, fn)(*args)
+    for a in args:
+        if isinstance(a, torch.Tensor) and a.dim() >= 3:
+            _check_image_size(fn, a, math.prod(a.shape[1:]))
+    key = (str(t.device), t.dtype)
+    if t.device.type != 'cuda' or _named(backend) or key in _CONFIRMED:
+        return getattr(impl, fn)(*args)
+    try:
+        out = getattr(impl, fn)(*args)
+    except (TypeError, ValueError, torch.OutOfMemoryError):
+        raise
+    except Exception as err:  # noqa: BLE001  (compile errors come as several types)
+        _FAILED[key] = f'its first call failed ({type(err).__name__}: {str(err).strip().splitlines()[0][:200]})'
+        _fallback_warning(_FAILED[key])
+        return getattr(_backend_module('torch', t.device), fn)(*args)
+    _CONFIRMED.add(key)
+    return out
+
+
 def _quiet_under_trace(fn):
     """Inside the op, shapes are plain numbers by design: under ``torch.jit.trace`` (e.g. a FLOPs counter) the
     whole call is one ``prim::PythonOp`` node, so the tracer's warnings about Python-side shape maths are noise."""
@@ -128,10 +231,6 @@ def _common_dtype(*tensors):
 Tensor = torch.Tensor
 
 
-def _impl(backend, device):
-    return _backend_module(resolve_backend(None if backend == 'auto' else backend, device), device)
-
-
 def _fresh(t):
     return t.contiguous()
 
@@ -166,8 +265,8 @@ def _plain_out_dtype(u, out_float):
 @torch.library.custom_op('vmamba::selective_scan', mutates_args=())
 def _scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
              delta_bias: Optional[Tensor], delta_softplus: bool, out_float: bool, backend: str) -> Tensor:
-    y, _ = _impl(backend, u.device).scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus,
-                                             _plain_out_dtype(u, out_float))
+    y, _ = _run(backend, u, 'scan_fwd', u, delta, A, B, C, D, delta_bias, delta_softplus,
+                _plain_out_dtype(u, out_float))
     return _fresh(y)
 
 
@@ -175,8 +274,8 @@ def _scan_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optio
 def _scan_fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                  delta_bias: Optional[Tensor], delta_softplus: bool, out_float: bool,
                  backend: str) -> tuple[Tensor, list[Tensor]]:
-    y, saved = _impl(backend, u.device).scan_fwd(u, delta, A, B, C, D, delta_bias, delta_softplus,
-                                                 _plain_out_dtype(u, out_float))
+    y, saved = _run(backend, u, 'scan_fwd', u, delta, A, B, C, D, delta_bias, delta_softplus,
+                    _plain_out_dtype(u, out_float))
     return _fresh(y), list(saved or ())
 
 
@@ -184,8 +283,8 @@ def _scan_fwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: O
 def _scan_bwd_op(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                  delta_bias: Optional[Tensor], dy: Tensor, saved: list[Tensor], delta_softplus: bool,
                  backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    grads = _impl(backend, u.device).scan_bwd(u, delta, A, B, C, D, delta_bias, delta_softplus, dy.contiguous(),
-                                              saved or None)
+    grads = _run(backend, u, 'scan_bwd', u, delta, A, B, C, D, delta_bias, delta_softplus, dy.contiguous(),
+                 saved or None)
     return _grads_out(grads)
 
 
@@ -197,7 +296,7 @@ def _(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float, backend):
 @_scan_fwd_op.register_fake
 def _(u, delta, A, B, C, D, delta_bias, delta_softplus, out_float, backend):
     y = torch.empty(u.shape, dtype=_plain_out_dtype(u, out_float), device=u.device)
-    return y, _saved_like(_impl(backend, u.device), 'scan', u, delta, A, B, C)
+    return y, _saved_like(_impl(backend, u), 'scan', u, delta, A, B, C)
 
 
 @_scan_bwd_op.register_fake
@@ -209,14 +308,14 @@ def _(u, delta, A, B, C, D, delta_bias, dy, saved, delta_softplus, backend):
 @torch.library.custom_op('vmamba::ss2d_scan', mutates_args=())
 def _ss2d_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
              delta_bias: Optional[Tensor], delta_softplus: bool, backend: str) -> Tensor:
-    y, _ = _impl(backend, x.device).ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    y, _ = _run(backend, x, 'ss2d_fwd', x, delta, A, B, C, D, delta_bias, delta_softplus)
     return _fresh(y)
 
 
 @torch.library.custom_op('vmamba::ss2d_scan_fwd', mutates_args=())
 def _ss2d_fwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                  delta_bias: Optional[Tensor], delta_softplus: bool, backend: str) -> tuple[Tensor, list[Tensor]]:
-    y, saved = _impl(backend, x.device).ss2d_fwd(x, delta, A, B, C, D, delta_bias, delta_softplus)
+    y, saved = _run(backend, x, 'ss2d_fwd', x, delta, A, B, C, D, delta_bias, delta_softplus)
     return _fresh(y), list(saved or ())
 
 
@@ -224,7 +323,7 @@ def _ss2d_fwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: O
 def _ss2d_bwd_op(x: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                  delta_bias: Optional[Tensor], dy: Tensor, saved: list[Tensor], delta_softplus: bool,
                  backend: str) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    grads = _impl(backend, x.device).ss2d_bwd(x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved or None)
+    grads = _run(backend, x, 'ss2d_bwd', x, delta, A, B, C, D, delta_bias, delta_softplus, dy, saved or None)
     return _grads_out(grads)
 
 
@@ -239,7 +338,7 @@ def _(x, delta, A, B, C, D, delta_bias, delta_softplus, backend):
 
 @_ss2d_fwd_op.register_fake
 def _(x, delta, A, B, C, D, delta_bias, delta_softplus, backend):
-    return _ss2d_y_fake(x), _saved_like(_impl(backend, x.device), 'ss2d', x, delta, A, B, C)
+    return _ss2d_y_fake(x), _saved_like(_impl(backend, x), 'ss2d', x, delta, A, B, C)
 
 
 @_ss2d_bwd_op.register_fake
