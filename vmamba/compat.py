@@ -17,7 +17,8 @@ import warnings
 
 import torch
 
-__all__ = ['patch_mmengine_checkpoint_loading', 'quiet_pkg_resources_notice']
+__all__ = ['patch_mmengine_checkpoint_loading', 'quiet_pkg_resources_notice',
+           'map_task_packages_to_installed_distributions']
 
 
 def quiet_pkg_resources_notice():
@@ -45,3 +46,27 @@ def patch_mmengine_checkpoint_loading():
     def load_from_http(filename, map_location=None, model_dir=None, progress=True):
         return torch.hub.load_state_dict_from_url(filename, model_dir=model_dir, map_location=map_location,
                                                   progress=progress, weights_only=False)
+
+
+def map_task_packages_to_installed_distributions():
+    """Point mmengine's import-name -> distribution table at the distributions actually installed.
+
+    mmengine resolves ``mmseg::``/``mmdet::`` base configs through that table (``mmseg`` ->
+    ``mmsegmentation``). OneDL's fork installs ``mmseg`` as ``onedl-mmsegmentation``, so with the table as
+    shipped every segmentation config stops at "mmsegmentation is not installed" (or, beside an upstream
+    install, reads upstream's configs). Only entries whose distribution does not provide the import are
+    changed, so on the upstream stack this does nothing.
+    """
+    try:
+        from mmengine.config import utils as config_utils
+    except ImportError:  # mmengine is optional for the bare model
+        return
+    table = getattr(config_utils, 'MODULE2PACKAGE', None) or getattr(config_utils, 'PKG2PROJECT', None)
+    if table is None:
+        return
+    from vmamba.mmstack import DISTRIBUTIONS, installed
+    for module in DISTRIBUTIONS:
+        if module in table:
+            found = installed(module)
+            if found and found[0] != table[module]:
+                table[module] = found[0]  # the same dict object mmengine's registry and Config use

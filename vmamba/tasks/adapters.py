@@ -2,7 +2,7 @@
 
 The tools serve detection (mmdet), segmentation (mmseg) and classification (mmpretrain) from the config's
 ``default_scope``. Everything that depends on which codebase it is (how ``--out``, ``--show-dir`` and
-``--tta`` are wired, the dataloader defaults its own tools add, which package to install, where its
+``--tta`` are wired, the dataloader defaults its own tools add, which packages its metrics need, where its
 registries live) is a field here, and :func:`lookup` is the one place a scope is
 turned into a task. Adding a codebase means adding a row, not finding the ``if scope == ...`` branches.
 
@@ -19,7 +19,6 @@ class TaskAdapter(NamedTuple):
     task: str                      #: what the codebase trains ('detection', ...)
     scope: str                     #: its ``default_scope`` (and import name)
     registry: str                  #: the module with its registries (``MODELS``, ``DATASETS`` ...)
-    requirement: str               #: its pinned pip requirement
     install_extras: tuple          #: further pip packages its metrics/datasets need
     dump_results: Optional[str]    #: ``module:Class`` of the metric that writes ``--out`` (None: no .pkl)
     out_to_evaluator: bool         #: ``--out`` is a folder its evaluator writes its maps to (mmseg)
@@ -36,7 +35,7 @@ class TaskAdapter(NamedTuple):
 ADAPTERS = (
     TaskAdapter(
         task='detection', scope='mmdet', registry='mmdet.registry',
-        requirement='mmdet==3.3.0', install_extras=('pycocotools',),
+        install_extras=('pycocotools',),
         dump_results='mmdet.evaluation:DumpDetResults',  # stores masks as RLE, like mmdet's tool
         out_to_evaluator=False, show_dir_on='hook.test_out_dir', show_by_enable=False,
         tta_model=dict(type='DetTTAModel', tta_cfg=dict(nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)),
@@ -44,14 +43,14 @@ ADAPTERS = (
         headline_metrics=(('coco/bbox_mAP', 'box mAP'), ('coco/segm_mAP', 'mask mAP'))),
     TaskAdapter(
         task='segmentation', scope='mmseg', registry='mmseg.registry',
-        requirement='mmsegmentation==1.2.2', install_extras=('ftfy', 'regex'),
+        install_extras=('ftfy', 'regex'),
         dump_results=None, out_to_evaluator=True, show_dir_on='visualizer.save_dir', show_by_enable=False,
         tta_model=None,  # mmseg's multi-scale TTA has no sensible default
         flip_tta_pipeline=False, tta_flip_meta=False, default_collate=False,
         headline_metrics=(('mIoU', 'mIoU %'),)),
     TaskAdapter(
         task='classification', scope='mmpretrain', registry='mmpretrain.registry',
-        requirement='mmpretrain==1.2.0', install_extras=(),
+        install_extras=(),
         dump_results='mmengine.evaluator:DumpResults',
         out_to_evaluator=False, show_dir_on='hook.out_dir', show_by_enable=True,
         tta_model=dict(type='mmpretrain.AverageClsScoreTTA'),
@@ -70,5 +69,6 @@ def lookup(cfg_or_scope):
 
 
 def install_requirements():
-    """The pip requirements of the three codebases: the packages first, then their extras."""
-    return [a.requirement for a in ADAPTERS] + [e for a in ADAPTERS for e in a.install_extras]
+    """The further pip packages the three codebases' metrics and datasets need (the codebases themselves are
+    pinned per stack in ``vmamba/mmstack.py``)."""
+    return [e for a in ADAPTERS for e in a.install_extras]
