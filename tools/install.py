@@ -34,7 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH, TORCHVISION = '2.14.1', '0.29.1'
 MMCV = '2.1.0'
 BASE = ['setuptools>=77.0.3,<82', 'wheel', 'ninja', 'psutil', 'pytest']
-MM_CORE = ['opencv-python-headless', 'mmengine==0.10.7']
+MM_CORE = ['opencv-python-headless', 'mmengine==0.10.7', 'safetensors']
 CPU_JIT = ['numba>=0.61']
 DEPLOY = ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.2']
 
