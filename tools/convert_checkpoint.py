@@ -7,11 +7,16 @@ offline when another tool must read the file, e.g. mmpretrain's own ``init_model
         checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth checkpoints/vmamba_tiny_in1k_ema.pth [--weights raw]
 
 The output is ``{'state_dict': ..., 'meta': {...}}`` holding only the picked weights (EMA by default), with
-the ``ImageClassifier`` key names. The config's classifier is built and the converted weights are loaded into
-it strictly before anything is written, so a file for the wrong variant fails here, with the reason.
+the ``ImageClassifier`` key names; a ``.safetensors`` output (or ``--format safetensors``) holds the same
+tensors as a plain state dict, with the variant (and its settings), weights, source and config in its
+metadata: a file that loads without unpickling anything, which every tool here accepts as a checkpoint.
+The config's classifier is built and the converted weights are loaded into it strictly before anything is
+written, so a file for the wrong variant fails here, with the reason. ``--trust-checkpoint`` reads a source
+file that needs a full unpickle (see README, "torch >= 2.6 and checkpoints").
 """
 import argparse
 import importlib
+import json
 import os.path as osp
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
@@ -21,11 +26,13 @@ import vmamba.models  # noqa: F401  (registers VMamba; `import vmamba` also fixe
 from vmamba import errors
 from vmamba.engine.checkpointing import atomic_torch_save
 from vmamba.models.checkpoint import check_state_dict_fits, load_checkpoint_file
+from vmamba.models.checkpoint_file import SAFETENSORS_SUFFIX, add_trust_option, save_safetensors
 from vmamba.tasks import adapters, config_check
 from vmamba.tasks.classification import WEIGHTS, check_official_checkpoint, convert_official_checkpoint
 
 #: The task whose checkpoints this tool writes.
 CLASSIFICATION = adapters.lookup('mmpretrain')
+FORMATS = ('pth', 'safetensors')
 
 
 def parse_args(argv=None):
@@ -35,11 +42,20 @@ def parse_args(argv=None):
     parser.add_argument('dst', help='output file')
     parser.add_argument('--weights', choices=WEIGHTS, default='ema',
                         help='EMA (default; the released accuracy of all but vanilla-tiny) or raw weights')
+    parser.add_argument('--format', choices=FORMATS,
+                        help='output format (default: safetensors for a .safetensors output, else pth)')
+    add_trust_option(parser)
     return parser.parse_args(argv)
 
 
-def convert(config, src, dst, weights='ema'):
-    """Convert ``src`` for ``config`` and save it to ``dst``; returns the saved dict."""
+def output_format(dst, fmt=None):
+    """The format to write ``dst`` in: ``fmt``, else from its extension."""
+    return fmt or ('safetensors' if str(dst).endswith(SAFETENSORS_SUFFIX) else 'pth')
+
+
+def convert(config, src, dst, weights='ema', fmt=None):
+    """Convert ``src`` for ``config`` and save it to ``dst`` (``fmt``: pth or safetensors, default by the
+    extension); returns ``{'state_dict', 'meta'}``."""
     folder = osp.dirname(osp.abspath(dst))
     if not osp.isdir(folder):
         raise errors.ToolError(f'The output folder {folder} does not exist; create it first '
@@ -58,9 +74,14 @@ def convert(config, src, dst, weights='ema'):
     state_dict = converted['state_dict']
     check_state_dict_fits(model, state_dict, f'official checkpoint {osp.basename(src)}')
     model.load_state_dict(state_dict, strict=True)
-    out = {'state_dict': state_dict,
-           'meta': dict(source=osp.abspath(src), weights=weights, config=osp.abspath(config))}
-    atomic_torch_save(out, dst)
+    meta = dict(source=osp.abspath(src), weights=weights, config=osp.abspath(config))
+    out = {'state_dict': state_dict, 'meta': meta}
+    if output_format(dst, fmt) == 'safetensors':
+        backbone = model.backbone
+        save_safetensors(state_dict, dst, dict(meta, variant=backbone.arch_name, model='ImageClassifier',
+                                               arch=json.dumps(backbone.arch_settings, sort_keys=True, default=str)))
+    else:
+        atomic_torch_save(out, dst)
     return out
 
 
@@ -69,8 +90,9 @@ def main(argv=None):
     with errors.reported():
         if not osp.isfile(args.src):
             raise errors.ToolError(f'Checkpoint file not found: {args.src!r}.')
-        convert(args.config, args.src, args.dst, args.weights)
-    print(f'Wrote the {args.weights} weights of {args.src} for {args.config} to {args.dst}')
+        convert(args.config, args.src, args.dst, args.weights, args.format)
+    print(f'Wrote the {args.weights} weights of {args.src} for {args.config} to {args.dst} '
+          f'({output_format(args.dst, args.format)})')
 
 
 if __name__ == '__main__':

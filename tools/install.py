@@ -14,8 +14,9 @@ What it does, in order:
    pkg_resources), wheel, ninja, psutil, pytest.
 2. torch: an installed torch is kept (GPU users bring their own CUDA build); otherwise torch 2.14.1 +
    torchvision 0.29.1. A torchvision matching the installed torch is added if missing.
-3. opencv-python-headless (the only OpenCV), the stack's mmengine, and numba (the compiled CPU scan, wheels
-   only; ``--no-numba`` skips it and CPU tensors use the chunked PyTorch scan).
+3. opencv-python-headless (the only OpenCV), the stack's mmengine, safetensors (tensor-only checkpoint files),
+   and numba (the compiled CPU scan, wheels only; ``--no-numba`` skips it and CPU tensors use the chunked
+   PyTorch scan).
 4. mmcv with its compiled ops, first found of: a wheel built earlier for this exact stack, torch, Python and
    CUDA flavour (``$VMAMBA_WHEEL_CACHE/<stack>/torch-<v>[-cu<XY>]/``, or ``../shared/wheels/torch-<v>/``);
    for the fork and a CUDA build of torch, its prebuilt wheel (``--mmcv-find-links``, the fork's index by
@@ -306,7 +307,7 @@ def main():
     install_torch()
     numpy_before = version('numpy')
     switch_stack(args.stack)
-    pip('opencv-python-headless', stack.pins['mmengine'], *([] if args.no_numba else CPU_JIT),
+    pip('opencv-python-headless', stack.pins['mmengine'], 'safetensors', *([] if args.no_numba else CPU_JIT),
         *(DEPLOY if args.deploy else []))
     if not args.no_mm:
         install_mmcv(args.stack, args.mmcv_find_links)

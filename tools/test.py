@@ -10,6 +10,8 @@ tool) writes the predicted maps into the directory FILE. ``--tta`` uses the conf
 
 The checkpoint must fit the config's model exactly (missing, unexpected or mis-shaped keys are listed and
 the tool exits with status 1); ``--partial`` loads what fits instead (mmengine's behaviour, with warnings).
+CHECKPOINT may be a ``.pth``, a ``.safetensors`` file or a URL; a file that would need a full unpickle (which
+can run code) is refused unless ``--trust-checkpoint`` is given.
 """
 import argparse
 import os
@@ -21,6 +23,7 @@ from mmengine.config import DictAction
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
 from vmamba import errors
 from vmamba.engine import exact_resume, strict_loading
+from vmamba.models.checkpoint_file import add_trust_option
 from vmamba.tasks import config_check, config_transforms, data_checks, distributed, eval_options
 from vmamba.tasks.runner import build_runner
 
@@ -40,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher (pytorch = torchrun)')
+    add_trust_option(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))

@@ -21,6 +21,7 @@ from mmengine.config import DictAction
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
 from vmamba import errors
 from vmamba.engine import checkpointing, exact_resume, nan_guard, resume
+from vmamba.models.checkpoint_file import add_trust_option
 from vmamba.tasks import config_check, config_transforms, data_checks, distributed
 from vmamba.tasks.runner import build_runner
 
@@ -42,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument('--max-skipped-steps', type=int, default=None, metavar='N',
                         help='tolerate N consecutive non-finite losses before stopping (for mixed precision, '
                              'whose loss scaler skips those steps; default 0: stop at the first)')
+    add_trust_option(parser)
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK in the environment instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

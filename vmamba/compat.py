@@ -1,11 +1,13 @@
 """Compatibility fixes applied when ``vmamba`` is imported.
 
-torch >= 2.6 makes ``torch.load`` default to ``weights_only=True``. mmengine 0.10.7 calls ``torch.load``
-without that argument, so loading its own checkpoints (which hold the message hub, optimizer and scheduler
-state as Python objects) fails with ``Unsupported global ... HistoryBuffer``: ``--resume``, ``load_from``
-and ``init_model`` all break. We re-register mmengine's loaders for local files and URLs so that a file
-the user points at is loaded with :func:`vmamba.models.checkpoint.load_checkpoint_file`, which tries the
-safe loader first and falls back to a full unpickle. Nothing else in torch is changed.
+Checkpoint loading: mmengine 0.10.7 calls ``torch.load`` without ``weights_only``, which under torch >= 2.6
+refuses its own checkpoints (``Unsupported global ... HistoryBuffer``: ``--resume``, ``load_from`` and
+``init_model`` break) and under older torch unpickles anything. We re-register mmengine's loaders for
+local files and ``http(s)://`` URLs (and point its ``open-mmlab://``/``torchvision://`` loaders at the
+same URL loader) so that every file is read by
+:func:`vmamba.models.checkpoint_file.load_checkpoint_file`: torch's weights-only unpickler with the
+project's allowlist, a full unpickle only on the user's opt-in. URLs are downloaded into torch hub's
+checkpoint cache first. Nothing else in torch is changed.
 
 The stack is pinned to setuptools < 82 because mmengine, mmcv and the task packages still import
 ``pkg_resources``; setuptools then prints a deprecation notice about that import, several times per run, which
@@ -14,8 +16,6 @@ before the first import of mmengine, hence first thing in ``vmamba/__init__.py``
 """
 import os.path as osp
 import warnings
-
-import torch
 
 __all__ = ['patch_mmengine_checkpoint_loading', 'quiet_pkg_resources_notice',
            'map_task_packages_to_installed_distributions']
@@ -26,26 +26,25 @@ def quiet_pkg_resources_notice():
 
 
 def patch_mmengine_checkpoint_loading():
-    if tuple(int(v) for v in torch.__version__.split('+')[0].split('.')[:2]) < (2, 6):
-        return
     try:
-        from mmengine.runner.checkpoint import CheckpointLoader
+        from mmengine.runner import checkpoint as mm_checkpoint
     except ImportError:  # mmengine is optional for the bare model
         return
 
-    from vmamba.models.checkpoint import load_checkpoint_file
+    from vmamba.models.checkpoint_file import load_checkpoint_file, load_url
 
-    @CheckpointLoader.register_scheme(prefixes='', force=True)
+    @mm_checkpoint.CheckpointLoader.register_scheme(prefixes='', force=True)
     def load_from_local(filename, map_location):
         filename = osp.expanduser(filename)
         if not osp.isfile(filename):
             raise FileNotFoundError(f'{filename} can not be found.')
         return load_checkpoint_file(filename, map_location=map_location)
 
-    @CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), force=True)
+    @mm_checkpoint.CheckpointLoader.register_scheme(prefixes=('http://', 'https://'), force=True)
     def load_from_http(filename, map_location=None, model_dir=None, progress=True):
-        return torch.hub.load_state_dict_from_url(filename, model_dir=model_dir, map_location=map_location,
-                                                  progress=progress, weights_only=False)
+        return load_url(filename, map_location=map_location, model_dir=model_dir, progress=progress)
+
+    mm_checkpoint.load_from_http = load_from_http  # what its open-mmlab:// and torchvision:// loaders call
 
 
 def map_task_packages_to_installed_distributions():

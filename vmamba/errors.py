@@ -12,8 +12,8 @@ import contextlib
 import os
 import sys
 
-__all__ = ['ToolError', 'CheckpointMismatchError', 'CheckpointReadError', 'USER_ERRORS', 'user_message',
-           'reported']
+__all__ = ['ToolError', 'CheckpointMismatchError', 'CheckpointReadError', 'CheckpointRefusedError', 'USER_ERRORS',
+           'user_message', 'reported']
 
 
 class ToolError(RuntimeError):
@@ -32,6 +32,17 @@ class CheckpointReadError(ValueError):
     def __init__(self, message, reason=None):
         super().__init__(message)
         self.reason = reason or message
+
+
+class CheckpointRefusedError(CheckpointReadError):
+    """A checkpoint that would run code or build objects outside the weights allowlist to load; refused
+    unless the user vouches for it (``--trust-checkpoint``, ``trust=True``, ``VMAMBA_TRUST_CHECKPOINTS=1``).
+
+    ``needs`` names the first global the file asked for (e.g. ``'posix.system'``)."""
+
+    def __init__(self, message, reason=None, needs=None):
+        super().__init__(message, reason)
+        self.needs = needs
 
 
 USER_ERRORS = (ToolError, CheckpointReadError, CheckpointMismatchError)

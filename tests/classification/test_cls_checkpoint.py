@@ -1,16 +1,16 @@
 """Official checkpoints load into the classification configs, EMA or raw, giving the official model's logits.
 
 The "official" files are written here in the official layout: ``{'model': VSSM state dict, 'model_ema': ...,
-'config': <a pickled non-tensor object>, ...}``. They load through the mmengine Runner exactly as
+'config': <a pickled yacs CfgNode>, ...}``. They load through the mmengine Runner exactly as
 ``load_from`` / ``tools/test.py`` load them.
 """
-import argparse
 
 import pytest
 import torch
 
 from vmamba.models import VSSM, CheckpointMismatchError
 
+from checkpoint_testlib import official_file
 from cls_testlib import SMALL_ARCHS, build_runner, load_config, small_arch
 from repo_testlib import tool as load_tool
 
@@ -19,11 +19,7 @@ def write_official(path, arch, with_ema=True, seed=0):
     """An official-layout file; the EMA entry gets other random weights, so EMA and raw are told apart."""
     torch.manual_seed(seed)
     raw, ema = VSSM(arch=arch).eval(), VSSM(arch=arch).eval()
-    checkpoint = {'model': raw.state_dict(), 'epoch': 262, 'max_accuracy': 82.5,
-                  'config': argparse.Namespace(MODEL='vssm', DROP_PATH_RATE=0.2)}  # not loadable weights-only
-    if with_ema:
-        checkpoint['model_ema'] = ema.state_dict()
-    torch.save(checkpoint, path)
+    official_file(path, raw.state_dict(), ema.state_dict() if with_ema else None, max_accuracy=82.5)
     return raw, ema
 
 

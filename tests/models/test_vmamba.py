@@ -2,8 +2,6 @@
 import importlib
 import math
 import pickle
-import sys
-import types
 
 import pytest
 import torch
@@ -11,6 +9,8 @@ import torch
 from vmamba.models import (ARCH_ALIASES, ARCH_SETTINGS, CheckpointMismatchError, VMamba, VSSM, guess_arch,
                            load_checkpoint_file, load_official_weights, resolve_arch)
 from vmamba.ops import cross_merge_ref, cross_scan_ref, selective_scan_ref
+
+from checkpoint_testlib import official_file
 
 # Parameter counts of the official models with their 1000-class head (MzeroMiko/VMamba).
 OFFICIAL_PARAMS = {
@@ -127,34 +127,19 @@ def test_ss2d_matches_the_official_cross_scan_formulation():
     torch.testing.assert_close(op.scan(x.permute(0, 2, 3, 1)), expected.permute(0, 2, 3, 1), rtol=1e-9, atol=1e-9)
 
 
-class _Config:  # stands in for the yacs CfgNode the official files pickle
-    def __init__(self):
-        self.MODEL = {'TYPE': 'vssm'}
-
-
-def _official_file(tmp_path, model, ema=None, unimportable=True):
-    """Write ``model`` as an official classification checkpoint, config object included."""
-    cfg_cls = _Config
-    if unimportable:  # a class from a module that won't exist at load time, like yacs.config.CfgNode
-        mod = types.ModuleType('fake_yacs_config')
-        cfg_cls = type('CfgNode', (_Config,), {'__module__': 'fake_yacs_config'})
-        mod.CfgNode = cfg_cls
-        sys.modules['fake_yacs_config'] = mod
-    ckpt = {'model': model.state_dict(), 'model_ema': (ema or model).state_dict(), 'config': cfg_cls(),
-            'epoch': 262, 'max_accuracy': 82.6}
-    path = tmp_path / 'official.pth'
-    torch.save(ckpt, path)
-    sys.modules.pop('fake_yacs_config', None)
-    return path
+def _official_file(tmp_path, model, ema=None):
+    """Write ``model`` as an official classification checkpoint, its yacs config object included (the
+    ``yacs.config`` module exists only while saving, as on a machine without yacs)."""
+    return official_file(tmp_path / 'official.pth', model.state_dict(), (ema or model).state_dict())
 
 
 def test_official_checkpoint_round_trip(tmp_path):
     src, ema = VSSM(arch='tiny').eval(), VSSM(arch='tiny').eval()
     path = _official_file(tmp_path, src, ema)
     with pytest.raises((pickle.UnpicklingError, ImportError)):
-        torch.load(path, weights_only=True)  # why the lenient loader exists
+        torch.load(path, weights_only=True)  # why the allowlist admits the config class
     ckpt = load_checkpoint_file(path)
-    assert ckpt['epoch'] == 262 and type(ckpt['config']).__name__ == 'CfgNode'
+    assert ckpt['epoch'] == 262 and ckpt['config']['MODEL']['TYPE'] == 'vssm'
     x = torch.randn(1, 3, 64, 64)
     for key, ref in ((None, src), ('model_ema', ema)):
         dst = VSSM(arch='tiny').eval()
@@ -165,7 +150,7 @@ def test_official_checkpoint_round_trip(tmp_path):
 
 
 def test_wrong_variant_checkpoint_says_which_it_is(tmp_path):
-    path = _official_file(tmp_path, VSSM(arch='tiny_s2l5'), unimportable=False)
+    path = _official_file(tmp_path, VSSM(arch='tiny_s2l5'))
     with pytest.raises(CheckpointMismatchError, match="looks like a 'tiny_s2l5' checkpoint"):
         load_official_weights(VSSM(arch='tiny'), path)
     backbone = VMamba(arch='tiny', init_cfg=dict(type='Pretrained', checkpoint=str(path)))

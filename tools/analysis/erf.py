@@ -9,6 +9,7 @@ name, an OpenMMLab checkpoint for a config or baseline): the paper shows both, b
     python tools/analysis/erf.py tiny resnet50 --images data/imagenet/val --num-images 50 --size 1024 \\
         --checkpoint tiny=checkpoints/vssm1_tiny_0230s_ckpt_epoch_264.pth --checkpoint-key model_ema \\
         --checkpoint resnet50=checkpoints/resnet50_8xb32_in1k_20210831-ea4938fc.pth --out erf_trained.png
+    # (--trust-checkpoint: a file that needs a full unpickle, which can run code; files you trust only)
     # random weights, synthetic noise images, small: a quick look on CPU
     python tools/analysis/erf.py tiny resnet50 --size 256 --num-images 4 --out erf_random.png
 """
@@ -20,8 +21,10 @@ import sys
 import numpy as np
 import torch
 
+from vmamba import errors
 from vmamba.analysis import SpecError, build_subject
 from vmamba.analysis.erf import area_ratios, average_erf, load_images, save_erf_figure, synthetic_images
+from vmamba.models.checkpoint_file import add_trust_option
 
 
 def parse_args(argv=None):
@@ -38,6 +41,7 @@ def parse_args(argv=None):
     parser.add_argument('--decades', type=float, default=3.0, help='log-scale range shown, in decades')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--out', default='erf.png', help='PNG path; the raw maps go to the same name .npz')
+    add_trust_option(parser)
     args = parser.parse_args(argv)
     checkpoints = {}
     for item in args.checkpoint:
@@ -54,8 +58,9 @@ def main(argv=None):
     maps, titles, summary = {}, {}, {}
     for spec in args.models:
         try:
-            subject = build_subject(spec, checkpoint=args.checkpoints.get(spec), checkpoint_key=args.checkpoint_key,
-                                    device=args.device)
+            with errors.reported():  # an unreadable or refused checkpoint: one line
+                subject = build_subject(spec, checkpoint=args.checkpoints.get(spec),
+                                        checkpoint_key=args.checkpoint_key, device=args.device)
         except SpecError as err:
             sys.exit(f'error: {err}')
         subject.model.eval()

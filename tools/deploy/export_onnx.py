@@ -42,7 +42,8 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, default=[224, 224], metavar=('H', 'W'),
                         help='example input size (default 224 224)')
     parser.add_argument('--batch', type=int, default=1, help='batch of the first verification run (default 1)')
-    parser.add_argument('--checkpoint', help='weights: official ImageNet .pth, state dict, or mmengine checkpoint')
+    parser.add_argument('--checkpoint', help='weights: official ImageNet .pth, state dict, mmengine checkpoint, '
+                                             'or .safetensors')
     parser.add_argument('--key', help="checkpoint entry holding the weights (e.g. model_ema); default: model / "
                                       "state_dict / the file itself")
     parser.add_argument('--num-classes', type=int, default=1000, help='classifier head size (default 1000)')
@@ -70,6 +71,8 @@ def parse_args(argv=None):
                         help='seed of the fresh weights (default 0; the inputs are fixed)')
     parser.add_argument('--keep-failed', action='store_true',
                         help='keep a file that fails the verification, as OUT.rejected.onnx')
+    from vmamba.models.checkpoint_file import add_trust_option
+    add_trust_option(parser)
     return parser.parse_args(argv)
 
 

@@ -30,7 +30,7 @@ import warnings
 
 import torch
 
-from vmamba.errors import ToolError
+from vmamba.errors import CheckpointReadError, ToolError
 
 from .weights import count_ss2d, stress_weights
 
@@ -136,6 +136,8 @@ def _load(model, path, key, kind, load_official_weights, load_pretrained):
     try:
         ckpt = load_checkpoint_file(path)
         state = extract_state_dict(ckpt, key)
+    except CheckpointReadError:
+        raise  # already names the file and what to do (e.g. a refused file: the opt-in)
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
         raise ExportError(f'{path}: {err.args[0] if err.args else err}') from err
     prefix = 'backbone.' if any(k.startswith('backbone.') for k in state) else None

@@ -5,7 +5,8 @@ truncated one each end the run with a traceback, although an intact older checkp
 Here a candidate is only taken when it loads and holds what resuming needs (``meta`` with the epoch and
 iteration, ``state_dict``, ``optimizer``, ``message_hub``). ``--resume`` alone tries the file the pointer
 names, then every other checkpoint of the work dir, newest first, and says in one line for each file it
-skipped why; ``--resume PATH`` takes PATH or stops with the reason.
+skipped why; ``--resume PATH`` takes PATH or stops with the reason. A file that the safe loader refuses
+(it would run code to load) stops the run instead of being skipped, naming the opt-in.
 
 The checkpoint's random seed is also put into the config, so that the resumed run builds its data sampler
 with the seed of the interrupted one even where the config leaves the seed to chance.
@@ -15,7 +16,7 @@ import os.path as osp
 import re
 import sys
 
-from vmamba.models.checkpoint import CheckpointReadError, load_checkpoint_file
+from vmamba.models.checkpoint import CheckpointReadError, CheckpointRefusedError, load_checkpoint_file
 
 from .checkpointing import TMP_SUFFIX
 from vmamba.errors import ToolError
@@ -32,6 +33,8 @@ def checkpoint_problem(path):
         return 'the file does not exist', None
     try:
         ckpt = load_checkpoint_file(path)
+    except CheckpointRefusedError:
+        raise  # never skipped quietly: the user decides whether to trust it
     except CheckpointReadError as err:
         return err.reason, None
     if not isinstance(ckpt, dict):

@@ -1,112 +1,27 @@
-"""Loading official VMamba checkpoints, loudly.
+"""Loading official VMamba checkpoints into the models, loudly.
 
-Official classification files are dicts ``{'model', 'model_ema', 'optimizer', 'config', ...}`` whose
-``config`` is a pickled yacs object, so they need a full (non ``weights_only``) unpickle, and the yacs
-class may not even be importable here. :func:`load_checkpoint_file` tries the safe loader first and falls
-back to a lenient unpickler that replaces classes it cannot import by inert placeholders; tensors are
-unaffected. Only load files you trust: a full unpickle can run code.
+Official classification files are dicts ``{'model', 'model_ema', 'optimizer', 'config', ...}``; they are
+read, as every checkpoint file, by :func:`vmamba.models.checkpoint_file.load_checkpoint_file` (re-exported
+here), which never runs code from the file unless the user opts in.
 
 Every mismatch between a checkpoint and a model raises :class:`CheckpointMismatchError` with the
 missing/unexpected/mis-shaped keys and, when the file looks like another variant, its name. The comparison
 (:class:`StateDictFit`) is the one the task hooks and the tools' strict loading use too. The error classes
 are defined in :mod:`vmamba.errors` (the tools report them) and re-exported here.
 """
-import os
-import pickle
 import re
-import zipfile
 
 import torch
 
-from vmamba.errors import CheckpointMismatchError, CheckpointReadError
+from vmamba.errors import CheckpointMismatchError, CheckpointReadError, CheckpointRefusedError
 
+from .checkpoint_file import load_checkpoint_file, unreadable_reason
 from .variants import ARCH_SETTINGS
 
-__all__ = ['CheckpointMismatchError', 'CheckpointReadError', 'unreadable_reason', 'load_checkpoint_file',
+__all__ = ['CheckpointMismatchError', 'CheckpointReadError', 'CheckpointRefusedError', 'unreadable_reason',
+           'load_checkpoint_file',
            'extract_state_dict', 'convert_official_keys', 'guess_arch', 'strip_module', 'StateDictFit',
            'check_state_dict_fits', 'load_official_weights', 'load_pretrained']
-
-
-def _read_error(path, reason, advice='Download/copy it again.'):
-    return CheckpointReadError(f'Cannot read the checkpoint {path}: {reason}. {advice}', reason)
-
-
-def unreadable_reason(path):
-    """Why ``path`` cannot be a complete PyTorch checkpoint, from its bytes alone; None if it may be one.
-
-    ``torch.save`` writes a zip archive (whose directory sits at the very end, so a truncated file has
-    none) or, with the legacy format, a pickle stream (first byte 0x80).
-    """
-    size = os.path.getsize(path)
-    if size == 0:
-        return 'it is empty (0 bytes)'
-    with open(path, 'rb') as f:
-        head = f.read(4)
-    if head.startswith(b'PK'):
-        if not zipfile.is_zipfile(path):
-            return f'it is truncated ({size} bytes, the end of its zip archive is missing)'
-        return None
-    if head[:1] == b'\x80':
-        return None
-    kind = 'text' if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else 'binary data'
-    return f'it is not a PyTorch checkpoint (it starts with {kind} {head!r}, not a zip archive or pickle)'
-
-
-class _Placeholder:
-    """Stands in for a pickled object whose class cannot be imported (e.g. a yacs ``CfgNode``)."""
-
-    def __init__(self, *args, **kwargs):
-        self.args = args
-
-    def __setstate__(self, state):
-        self.state = state
-
-    def __setitem__(self, key, value):  # dict subclasses are rebuilt with SETITEMS
-        self.__dict__.setdefault('items', {})[key] = value
-
-
-class _LenientUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return type(name, (_Placeholder,), {'__module__': module})
-
-
-class _LenientPickle:
-    """A ``pickle_module`` for :func:`torch.load` with a forgiving ``find_class``."""
-    Unpickler = _LenientUnpickler
-    load = staticmethod(lambda f, **kw: _LenientUnpickler(f, **kw).load())
-    __name__ = 'vmamba_lenient_pickle'
-
-
-def load_checkpoint_file(path, map_location='cpu'):
-    """Load any checkpoint file (official VMamba, mmengine, plain state_dict) on ``map_location``."""
-    path = os.path.expanduser(str(path))
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f'Checkpoint file not found: {path!r}. Download the official weights (see README, "Checkpoints") '
-            'into checkpoints/, or point the config at your file, e.g. '
-            '--cfg-options model.backbone.init_cfg.checkpoint=PATH.')
-    reason = unreadable_reason(path)
-    if reason:
-        raise _read_error(path, reason, 'Point at a complete checkpoint (a file written by torch.save), '
-                                        'or download/copy it again.')
-    try:
-        try:
-            return torch.load(path, map_location=map_location, weights_only=True)
-        except (pickle.UnpicklingError, ImportError):
-            # Official files hold a pickled config object (whose module, yacs, may be absent) and mmengine
-            # checkpoints hold its message hub: both need a full unpickle (trusted files only).
-            return torch.load(path, map_location=map_location, weights_only=False,
-                              pickle_module=_LenientPickle)
-    except (EOFError, IndexError, KeyError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
-        # Damage inside an archive whose directory is intact (or a pickle cut short).
-        raise _read_error(path, f'it is damaged ({type(err).__name__}: {err})') from err
-    except RuntimeError as err:
-        if 'PytorchStreamReader' not in str(err) and 'zip archive' not in str(err):
-            raise
-        raise _read_error(path, f'it is damaged ({str(err).splitlines()[0]})') from err
 
 
 def extract_state_dict(checkpoint, key=None):
@@ -248,24 +163,27 @@ def check_state_dict_fits(model, state_dict, what='checkpoint', may_miss=(), may
     raise CheckpointMismatchError('\n'.join(lines))
 
 
-def load_official_weights(model, checkpoint, key=None, prefix=None):
-    """Load an official classification checkpoint (path or loaded dict) into a :class:`VSSM`, strictly."""
+def load_official_weights(model, checkpoint, key=None, prefix=None, trust=None):
+    """Load an official classification checkpoint (path or loaded dict) into a :class:`VSSM`, strictly.
+
+    ``trust=True`` loads a file that needs a full unpickle (see :func:`load_checkpoint_file`)."""
     if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint_file(checkpoint)
+        checkpoint = load_checkpoint_file(checkpoint, trust=trust)
     state_dict = convert_official_keys(extract_state_dict(checkpoint, key), prefix)
     check_state_dict_fits(model, state_dict)
     model.load_state_dict(state_dict, strict=True)
     return model
 
 
-def load_pretrained(backbone, checkpoint, key=None, prefix=None):
+def load_pretrained(backbone, checkpoint, key=None, prefix=None, trust=None):
     """Load a checkpoint into a :class:`VMamba` backbone.
 
     The official classifier (``classifier.*``) is dropped; output norms (``outnorm*``) that the file lacks
-    keep their fresh initialisation; every other difference raises.
+    keep their fresh initialisation; every other difference raises. ``trust`` as in
+    :func:`load_checkpoint_file`.
     """
     if not isinstance(checkpoint, dict):
-        checkpoint = load_checkpoint_file(checkpoint)
+        checkpoint = load_checkpoint_file(checkpoint, trust=trust)
     state_dict = convert_official_keys(extract_state_dict(checkpoint, key), prefix)
     own = backbone.state_dict()
     state_dict = {k: v for k, v in state_dict.items()

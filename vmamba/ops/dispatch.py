@@ -28,7 +28,8 @@ __all__ = ['BACKENDS', 'resolve_backend', 'numba_available', 'selective_scan', '
            'cross_merge', 'flops_selective_scan']
 
 #: Backend name -> module implementing it.
-BACKENDS = {'torch': 'vmamba.ops.torch_scan', 'triton': 'vmamba.ops.triton_backend', 'numba': 'vmamba.ops.numba_backend'}
+BACKENDS = {'torch': 'vmamba.ops.torch_scan', 'triton': 'vmamba.ops.triton_backend',
+            'numba': 'vmamba.ops.numba_backend'}
 ENV_VAR = 'VMAMBA_SCAN_BACKEND'
 _FLOAT_INPUTS = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 

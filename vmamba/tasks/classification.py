@@ -115,6 +115,7 @@ class VMambaCheckpointHook(Hook):
 
     * an official file (``{'model', 'model_ema', 'config', ...}``, or a bare ``VSSM`` state dict) is converted
       with :func:`convert_official_checkpoint`;
+    * a bare ``ImageClassifier`` state dict (``tools/convert_checkpoint.py``'s ``.safetensors``) is taken as it is;
     * an mmengine checkpoint written with an EMA hook holds the EMA weights in ``state_dict`` and the raw ones
       under ``module.`` in ``ema_state_dict``: the entry not picked is dropped;
     * the result must match the model's keys and shapes exactly, else :class:`CheckpointMismatchError`
@@ -161,6 +162,11 @@ class VMambaCheckpointHook(Hook):
             runner.logger.info(f'VMambaCheckpointHook: loaded the {self.weights} weights of the {source}.')
 
     def _pick_mmengine_weights(self, checkpoint):
+        if 'state_dict' not in checkpoint:  # a bare state dict (a converted .safetensors): the weights it holds,
+            weights = dict(checkpoint)       # under `state_dict`, where the EMA hook looks for them
+            checkpoint.clear()
+            checkpoint['state_dict'] = weights
+            return
         has_ema = 'ema_state_dict' in checkpoint
         if self.weights == 'ema' and not has_ema:
             raise KeyError("weights='ema', but this checkpoint holds no EMA weights (it was saved without an "

@@ -14,13 +14,14 @@ layout comes from one place, the kernel's own signature (its parameters after ``
 numba types, see :mod:`.kernels`): :func:`pack` writes the block from it on the host, and one intrinsic
 (:func:`_call_kernel`) reads it back into the kernel's arguments inside the cfunc (:func:`_read_args`) and
 calls the kernel's own machine code through the block's address (why not by name: :func:`task_cfunc`), the
-code a single-threaded call runs, so results do not depend on the path. Every thread of the team takes whole tasks from the counter
-(:func:`next_range`) until none are left, so a core that is busy elsewhere just takes fewer. Results must not
+code a single-threaded call runs, so results do not depend on the path. Every thread of the team takes whole
+tasks from the counter (:func:`next_range`) until none are left, so a core that is busy elsewhere just takes
+fewer. Results must not
 depend on which thread runs which task (the kernels write disjoint outputs per program).
 
 The cfunc of a kernel is one closure (:func:`_task_loop`) that names its kernel by a string, resolved at compile
-time to its argument layout (:func:`_call_kernel`): numba's cache keys a closure by its captured values, which a string keeps stable
-across processes (a captured dispatcher would not).
+time to its argument layout (:func:`_call_kernel`): numba's cache keys a closure by its captured values, which a
+string keeps stable across processes (a captured dispatcher would not).
 
 The runtime is the OpenMP library loaded in this process for ATen (torch's bundled libgomp on Linux wheels;
 LLVM's libomp and Intel's libiomp5 export the same GOMP entry points). Where ATen does not use OpenMP, no such
