@@ -14,13 +14,14 @@ function of (seed, iteration) so that a resumed run continues exactly, with or w
 """
 import argparse
 import os
+import sys
 
 import vmamba  # noqa: F401  (first: it quiets setuptools' pkg_resources notice before mmengine is imported)
 from mmengine.config import DictAction
 
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
 from vmamba import errors
-from vmamba.engine import checkpointing, exact_resume, nan_guard, resume
+from vmamba.engine import checkpointing, exact_resume, nan_guard, preemption, resume, workdir_lock
 from vmamba.tasks import config_check, config_transforms, data_checks, distributed
 from vmamba.tasks.runner import build_runner
 
@@ -42,11 +43,21 @@ def parse_args(argv=None):
     parser.add_argument('--max-skipped-steps', type=int, default=None, metavar='N',
                         help='tolerate N consecutive non-finite losses before stopping (for mixed precision, '
                              'whose loss scaler skips those steps; default 0: stop at the first)')
+    parser.add_argument('--dist-timeout', type=float, default=None, metavar='SECONDS',
+                        help='how long the ranks wait in a collective for one that stalls before the job stops '
+                             f'(default: env_cfg.dist_cfg.timeout, else {distributed.DEFAULT_TIMEOUT_S})')
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK in the environment instead.
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if args.resume is None and restarted():
+        args.resume = 'auto'  # a requeued or elastically restarted job continues from its newest checkpoint
     return args
+
+
+def restarted():
+    """True in a job that Slurm requeued or torchrun restarted (they count restarts in the environment)."""
+    return any(int(os.environ.get(k, '0') or 0) > 0 for k in ('SLURM_RESTART_COUNT', 'TORCHELASTIC_RESTART_COUNT'))
 
 
 def build_config(args):
@@ -71,6 +82,8 @@ def make_reliable(cfg, args):
     nan_guard.add_nan_guard(cfg, args.max_skipped_steps)
     exact_resume.make_resume_exact(cfg)
     exact_resume.track_data_errors(cfg, ['val_dataloader'])
+    preemption.add_preemption_hook(cfg)  # SIGTERM/SIGINT/SIGUSR1: save this iteration, exit 75 (requeue)
+    distributed.add_step_beacon(cfg)
     config_check.fit_schedulers_to_run(cfg)
 
 
@@ -85,9 +98,27 @@ def main(argv=None):
         data_checks.check_pretrained(cfg)
         resume.check_resume(cfg)
         make_reliable(cfg, args)
-        distributed.setup_distributed(cfg)
-        runner = build_runner(cfg)
+        distributed.setup_distributed(cfg, args.dist_timeout)
+        workdir_lock.lock_work_dir(cfg.work_dir)  # one run per work dir, before anything is written there
+        try:
+            checkpointing.remove_leftovers(cfg.work_dir)
+            runner = build_runner(cfg)
+            train(runner, cfg)
+        finally:
+            workdir_lock.release(cfg.work_dir)
+
+
+def train(runner, cfg):
+    """``runner.train()``; a signal ends it with exit status 75, a stalled rank with one line."""
+    try:
         runner.train()
+    except preemption.Preempted:  # the hook has logged what it saved and how to resume
+        sys.exit(preemption.REQUEUE_EXIT)
+    except RuntimeError as err:
+        explained = distributed.explain_timeout(err, cfg, runner.iter + 1)
+        if explained is None:
+            raise
+        raise explained from err
 
 
 if __name__ == '__main__':

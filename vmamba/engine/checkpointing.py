@@ -27,7 +27,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-__all__ = ['TMP_SUFFIX', 'atomic_write', 'SafeCheckpointHook', 'use_safe_checkpoints']
+__all__ = ['TMP_SUFFIX', 'atomic_write', 'remove_leftovers', 'SafeCheckpointHook', 'use_safe_checkpoints']
 
 #: Suffix of a checkpoint (or pointer) that is still being written; such files are never loaded.
 TMP_SUFFIX = '.tmp'
@@ -73,6 +73,19 @@ def atomic_torch_save(obj, path):
     tmp = _temp_name(path)
     torch.save(obj, tmp)
     _publish(tmp, path)
+
+
+def remove_leftovers(folder, log=None):
+    """Remove the temporary files a killed run left in ``folder`` (call it holding the work dir's lock, before
+    anything else is written: on a full disk they are what frees the room to start)."""
+    import sys
+    from mmengine.dist import get_rank
+    if get_rank() != 0 or '://' in str(folder) or not osp.isdir(folder):
+        return
+    log = log or (lambda line: print(line, file=sys.stderr))
+    for leftover in sorted(glob.glob(osp.join(folder, f'.*{TMP_SUFFIX}'))):
+        log(f'Removing {leftover}, a file a previous run did not finish writing.')
+        os.remove(leftover)
 
 
 def non_finite_tensors(state_dict):
