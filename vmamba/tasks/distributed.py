@@ -149,11 +149,11 @@ def explain_timeout(err, cfg, iteration):
     behind = {r: s for r, s in steps.items() if s < mine}
     missing = [r for r in range(world) if r not in steps]
     if behind:
-        who = ', '.join(f'rank {r} stalled at iteration {s}' for r, s in sorted(behind.items()))
+        who = ', '.join(f'rank {r} is behind (last started iteration {s})' for r, s in sorted(behind.items()))
     elif missing:
         who = ', '.join(f'rank {r}' for r in missing) + ' never reached the first iteration'
     else:
-        who = 'another rank stalled (it stopped answering in the same iteration)'
+        who = f'all ranks had started iteration {mine}, so one stalled inside it'
     return CollectiveTimeout(
         f'Distributed training timed out after {timeout} s: rank {rank} waited at iteration {mine} and {who}. '
         'Look at that rank\'s log (a data loader or file system hang, a crash); raise the limit with '
