@@ -21,7 +21,7 @@ from mmengine.config import DictAction
 
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
 from vmamba import errors
-from vmamba.engine import checkpointing, exact_resume, nan_guard, preemption, resume, workdir_lock
+from vmamba.engine import checkpointing, exact_resume, nan_guard, preemption, resume, resume_changes, workdir_lock
 from vmamba.tasks import config_check, config_transforms, data_checks, distributed
 from vmamba.tasks.runner import build_runner
 
@@ -32,6 +32,9 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: ./work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', type=str, const='auto', metavar='CKPT',
                         help='resume from CKPT, or without a value from the latest checkpoint in the work dir')
+    parser.add_argument('--resume-changed', action='store_true',
+                        help='resume although the config differs from the checkpoint\'s run (learning rate, '
+                             'schedule, batch size, world size, model), with the new values')
     parser.add_argument('--amp', action='store_true', help='mixed-precision training (needs CUDA)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the LR by the actual total batch / auto_scale_lr.base_batch_size')
@@ -96,8 +99,13 @@ def main(argv=None):
         loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
         data_checks.check_data(cfg, args.config, loaders)
         data_checks.check_pretrained(cfg)
-        resume.check_resume(cfg)
+        own_seed = (cfg.get('randomness') or {}).get('seed')
+        ckpt = resume.check_resume(cfg)
         make_reliable(cfg, args)
+        if ckpt is not None:  # after make_reliable: the checkpoint's config was dumped after it too
+            resume_changes.check_changes(cfg, ckpt, cfg.load_from, own_seed, args.resume_changed,
+                                         log=lambda line: print(line, file=sys.stderr))
+        resume_changes.add_resume_changes_hook(cfg, apply=args.resume_changed)
         distributed.setup_distributed(cfg, args.dist_timeout)
         workdir_lock.lock_work_dir(cfg.work_dir)  # one run per work dir, before anything is written there
         try:
