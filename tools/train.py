@@ -22,7 +22,7 @@ from mmengine.config import DictAction
 import vmamba.models  # noqa: F401  (registers the VMamba backbone; `import vmamba` fixes checkpoint loading)
 from vmamba import errors
 from vmamba.engine import checkpointing, exact_resume, nan_guard, preemption, resume, resume_changes, workdir_lock
-from vmamba.tasks import config_check, config_transforms, data_checks, distributed
+from vmamba.tasks import config_check, config_transforms, data_checks, data_quality, distributed
 from vmamba.tasks.runner import build_runner
 
 
@@ -35,6 +35,9 @@ def parse_args(argv=None):
     parser.add_argument('--resume-changed', action='store_true',
                         help='resume although the config differs from the checkpoint\'s run (learning rate, '
                              'schedule, batch size, world size, model), with the new values')
+    parser.add_argument('--skip-bad-data', action='store_true',
+                        help='train without the samples the data check finds broken (listed), instead of stopping '
+                             '(also: skip_bad_data=True in the config)')
     parser.add_argument('--amp', action='store_true', help='mixed-precision training (needs CUDA)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the LR by the actual total batch / auto_scale_lr.base_batch_size')
@@ -98,6 +101,9 @@ def main(argv=None):
         config_check.require(cfg, args.config)
         loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
         data_checks.check_data(cfg, args.config, loaders)
+        skip = args.skip_bad_data or bool(cfg.get('skip_bad_data'))
+        data_quality.enforce(data_quality.check_datasets(cfg, loaders, skip=skip), skip,
+                             log=lambda text: print(text, file=sys.stderr))
         data_checks.check_pretrained(cfg)
         own_seed = (cfg.get('randomness') or {}).get('seed')
         ckpt = resume.check_resume(cfg)
