@@ -128,6 +128,11 @@ def train(runner, cfg):
         runner.train()
     except preemption.Preempted:  # the hook has logged what it saved and how to resume
         sys.exit(preemption.REQUEUE_EXIT)
+    except (TypeError, KeyError) as err:  # the optimizer and schedulers are built here, from the config
+        explained = config_check.explain_build_error(err, cfg)
+        if explained is None:
+            raise
+        raise explained from err
     except RuntimeError as err:
         explained = distributed.explain_timeout(err, cfg, runner.iter + 1)
         if explained is None:
