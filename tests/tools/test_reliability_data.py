@@ -119,3 +119,19 @@ def test_skip_bad_data_trains_on_the_good_samples(train, tmp_path, capsys, broke
     from vmamba.tasks.data_checks import _innermost_datasets
     leaf, = _innermost_datasets(dumped.train_dataloader.dataset)  # under the exact-resume wrapper
     assert leaf.indices == [0, 3]  # demo_00001 and demo_00002 left out
+
+
+def test_check_data_lists_classification_problems_of_an_annotation_file(check, tmp_path, capsys):
+    from vmamba.demo.imagenet import generate_demo_imagenet
+    root = tmp_path / 'cls'
+    generate_demo_imagenet(str(root), train_per_class=2, val_per_class=1)
+    good = sorted((root / 'train' / '00_disk').iterdir())[0]
+    ann = tmp_path / 'train.txt'  # ImageNet's "path label" annotation file
+    ann.write_text(f'00_disk/{good.name} 0\n01_ring/missing.png 1\n00_disk/{good.name} 9\n')
+    config = write_config(tmp_path, 'cls', root)
+    with pytest.raises(SystemExit) as stop:
+        check.main([config, '--split', 'train', '--cfg-options', f'train_dataloader.dataset.ann_file={ann}'])
+    assert stop.value.code == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f'train_dataloader: {root}/train/01_ring/missing.png: image does not exist',
+        f'train_dataloader: {good}: label 9 is not a class (0..5)']

@@ -72,3 +72,22 @@ def test_an_unchanged_config_resumes_without_a_note(train, trained, tmp_path, ca
     logged = losses(work)
     assert sorted(logged) == [3, 4]
     assert logged[4]['lr'] == pytest.approx(0.001)
+
+
+def test_world_size_model_and_seed_differences_are_listed(trained):
+    """The comparison itself, on the checkpoint's meta: a world size of 2 stored by the hook, a wider model
+    and another seed (which the block says is not applied)."""
+    from mmengine.config import Config
+
+    from vmamba.engine.resume_changes import check_changes, config_differences
+    config, first = trained
+    ckpt = torch.load(first / 'iter_2.pth', map_location='cpu', weights_only=False)
+    cfg = Config.fromfile(config)
+    assert config_differences(cfg, ckpt, seed=0) == []
+    ckpt['meta']['world_size'] = 2
+    cfg.merge_from_dict({'model.backbone.arch.dims': 16})
+    assert config_differences(cfg, ckpt, seed=7) == [('model.backbone.arch.dims', 8, 16), ('world size', 2, 1),
+                                                     ('randomness.seed', 0, 7)]
+    lines = []
+    check_changes(cfg, ckpt, 'iter_2.pth', seed=7, accept=True, log=lines.append)
+    assert "randomness.seed: 0 in the checkpoint, 7 now (the checkpoint's seed is kept" in lines[0]

@@ -83,8 +83,8 @@ def room_for_checkpoint(runner, folder, path, action, log):
     what = (f'Only {free / 2**20:.0f} MiB free in {folder}, and the checkpoint {path} needs about '
             f'{needed / 2**20:.0f} MiB')
     if action == 'stop':
-        raise CheckpointWriteError(f'{what}; training stopped (on_low_disk=\'stop\'). {_newest_sentence(runner.work_dir)} '
-                                   'Free some space and resume.')
+        raise CheckpointWriteError(f'{what}; training stopped (on_low_disk=\'stop\'). '
+                                   f'{_newest_sentence(runner.work_dir)} Free some space and resume.')
     log(f'{what}; it is skipped and training goes on (on_low_disk=\'warn\'; \'stop\' ends the run instead). '
         f'{_newest_sentence(runner.work_dir)}')
     return False

@@ -22,7 +22,8 @@ from vmamba.errors import ToolError
 
 from .adapters import SUPPORTED_SCOPES, lookup
 
-__all__ = ['SUPPORTED_SCOPES', 'load_config', 'check_option_values', 'require', 'explain_build_error', 'fit_schedulers_to_run']
+__all__ = ['SUPPORTED_SCOPES', 'load_config', 'check_option_values', 'require', 'explain_build_error',
+           'fit_schedulers_to_run']
 
 
 def load_config(path, options=None):
