@@ -10,7 +10,8 @@ the seed) with the config the checkpoint was written under (``meta['cfg']``; the
 ``--resume-changed`` it stops the run; with it the run uses the new config: the hook puts the config's
 learning rates and scheduler parameters back after mmengine's resume (the current learning rate is scaled
 by new base / old base). The seed is the exception: the checkpoint's seed always wins, so that the data
-order continues where it stopped (the block says so).
+order continues where it stopped (the block says so). A model whose parameters changed shape stops even
+then, at the checkpoint loading (it does not fit).
 """
 import os
 
