@@ -27,7 +27,9 @@ from mmengine.hooks import CheckpointHook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-__all__ = ['TMP_SUFFIX', 'atomic_write', 'SafeCheckpointHook', 'use_safe_checkpoints']
+from .disk_space import LOW_DISK_ACTIONS, room_for_checkpoint, write_errors
+
+__all__ = ['TMP_SUFFIX', 'atomic_write', 'remove_leftovers', 'SafeCheckpointHook', 'use_safe_checkpoints']
 
 #: Suffix of a checkpoint (or pointer) that is still being written; such files are never loaded.
 TMP_SUFFIX = '.tmp'
@@ -75,6 +77,19 @@ def atomic_torch_save(obj, path):
     _publish(tmp, path)
 
 
+def remove_leftovers(folder, log=None):
+    """Remove the temporary files a killed run left in ``folder`` (call it holding the work dir's lock, before
+    anything else is written: on a full disk they are what frees the room to start)."""
+    import sys
+    from mmengine.dist import get_rank
+    if get_rank() != 0 or '://' in str(folder) or not osp.isdir(folder):
+        return
+    log = log or (lambda line: print(line, file=sys.stderr))
+    for leftover in sorted(glob.glob(osp.join(folder, f'.*{TMP_SUFFIX}'))):
+        log(f'Removing {leftover}, a file a previous run did not finish writing.')
+        os.remove(leftover)
+
+
 def non_finite_tensors(state_dict):
     """Names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity."""
     return [k for k, v in state_dict.items()
@@ -86,8 +101,18 @@ class SafeCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` with crash-safe writes (see the module docstring); same arguments.
 
     Registered in mmengine's root registry, so it builds under the mmdet, mmseg and mmpretrain scopes;
-    ``tools/train.py`` puts it in place of ``CheckpointHook`` (:func:`use_safe_checkpoints`).
+    ``tools/train.py`` puts it in place of ``CheckpointHook`` (:func:`use_safe_checkpoints`). One more
+    argument, ``on_low_disk``: ``'warn'`` (skip a checkpoint the volume has no room for and keep training)
+    or ``'stop'`` (see :mod:`.disk_space`).
     """
+
+    def __init__(self, *args, on_low_disk='warn', **kwargs):
+        if on_low_disk not in LOW_DISK_ACTIONS:
+            from vmamba.errors import ToolError
+            raise ToolError(f'default_hooks.checkpoint.on_low_disk={on_low_disk!r}: use one of '
+                            f'{", ".join(map(repr, LOW_DISK_ACTIONS))}.')
+        super().__init__(*args, **kwargs)
+        self.on_low_disk = on_low_disk
 
     def before_train(self, runner):
         super().before_train(runner)
@@ -115,9 +140,11 @@ class SafeCheckpointHook(CheckpointHook):
             type(runner).save_checkpoint(runner, self.out_dir, filename, **kwargs)
             return
         tmp = osp.basename(_temp_name(filename))
-        type(runner).save_checkpoint(runner, self.out_dir, tmp, **kwargs)
-        if is_main_process():
-            _publish(osp.join(self.out_dir, tmp), osp.join(self.out_dir, filename))
+        path, tmp_path = osp.join(self.out_dir, filename), osp.join(self.out_dir, tmp)
+        with write_errors(path, tmp_path, runner.work_dir):
+            type(runner).save_checkpoint(runner, self.out_dir, tmp, **kwargs)
+            if is_main_process():
+                _publish(tmp_path, path)
 
     def _remove(self, path):
         if self.file_backend.isfile(path):
@@ -126,6 +153,10 @@ class SafeCheckpointHook(CheckpointHook):
             self.file_backend.rmtree(path)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
+        if self._local and is_main_process() and not room_for_checkpoint(
+                runner, self.out_dir, self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step)),
+                self.on_low_disk, runner.logger.warning):
+            return
         outdated = []
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
             ids = list(self.keep_ckpt_ids) + [step]
@@ -151,7 +182,8 @@ class SafeCheckpointHook(CheckpointHook):
             return
         pointer = osp.join(runner.work_dir, 'last_checkpoint')
         if self._local:
-            atomic_write(pointer, path)
+            with write_errors(pointer, _temp_name(pointer), runner.work_dir):
+                atomic_write(pointer, path)
         else:
             with open(pointer, 'w') as f:
                 f.write(path)

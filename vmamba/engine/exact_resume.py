@@ -22,8 +22,11 @@ and augments every batch it skips; it advances the batch sampler instead, withou
 :class:`TrackedDataset` also names the file behind a sample that fails to load (a truncated image or label
 map) and the annotation file behind a dataset that fails to parse; ``tools/test.py`` uses it for that alone.
 
-Limits: an epoch-based loop resumes from epoch checkpoints (mmengine restarts the epoch of a checkpoint
-saved in its middle); samplers other than mmengine's ``DefaultSampler``/``InfiniteSampler`` (and mmdet's
+:class:`ExactEpochBasedTrainLoop` replaces mmengine's ``EpochBasedTrainLoop``, which restarts the epoch of a
+checkpoint saved in its middle (by a preemption, :mod:`.preemption`, or an iteration-interval checkpoint
+hook); it continues from the batch after the checkpoint's, the same way.
+
+Limits: samplers other than mmengine's ``DefaultSampler``/``InfiniteSampler`` (and mmdet's
 ``AspectRatioBatchSampler`` on top) must derive their order from their seed and epoch alone.
 """
 import json
@@ -36,14 +39,14 @@ from mmengine.dataset import InfiniteSampler
 from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS, LOOPS
-from mmengine.runner import IterBasedTrainLoop
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from mmengine.runner.loops import _InfiniteDataloaderIterator
 from torch.utils.data import BatchSampler
 
 from vmamba.errors import ToolError
 
 __all__ = ['DataFileError', 'KeyedIndex', 'TrackedDataset', 'ExactBatchSampler', 'ExactIterBasedTrainLoop',
-           'StepSeedHook', 'add_step_seed_hook', 'make_resume_exact', 'track_data_errors']
+           'ExactEpochBasedTrainLoop', 'StepSeedHook', 'add_step_seed_hook', 'make_resume_exact', 'track_data_errors']
 
 
 class DataFileError(ToolError):
@@ -205,10 +208,7 @@ class ExactIterBasedTrainLoop(IterBasedTrainLoop):
         return self.runner.model
 
     def _fast_forward(self, iters):
-        batches = self.dataloader.batch_sampler
-        if not isinstance(batches, ExactBatchSampler):
-            raise ToolError('ExactIterBasedTrainLoop needs the training loader\'s batch sampler to be an '
-                            'ExactBatchSampler (tools/train.py sets it up; see make_resume_exact).')
+        batches = _batch_sampler(self)
         epochs, skip = 0, iters
         if not isinstance(batches.sampler, InfiniteSampler):  # a finite sampler restarts every len() batches
             epochs, skip = divmod(iters, len(batches))
@@ -219,6 +219,44 @@ class ExactIterBasedTrainLoop(IterBasedTrainLoop):
                                 '(nothing is loaded for the skipped batches).')
         self.dataloader_iterator = _InfiniteDataloaderIterator(self.dataloader)
         self.dataloader_iterator._epoch = epochs
+
+
+def _batch_sampler(loop):
+    batches = loop.dataloader.batch_sampler
+    if not isinstance(batches, ExactBatchSampler):
+        raise ToolError(f'{type(loop).__name__} needs the training loader\'s batch sampler to be an '
+                        'ExactBatchSampler (tools/train.py sets it up; see make_resume_exact).')
+    return batches
+
+
+@LOOPS.register_module()
+class ExactEpochBasedTrainLoop(EpochBasedTrainLoop):
+    """mmengine's ``EpochBasedTrainLoop`` that resumes a checkpoint saved in the middle of an epoch exactly.
+
+    The batches of the epoch done before the checkpoint are ``iter - epoch * len(loader)``; the epoch's
+    data stream restarts that many batches in (nothing is loaded for them) and the batch index the hooks
+    see continues from there. Every epoch must have the same number of batches (the same config).
+    """
+
+    def run(self):
+        self._skip = self._iter - self._epoch * len(self.dataloader) if self._iter > 0 else 0
+        if not 0 <= self._skip <= len(self.dataloader):
+            raise ToolError(f'Cannot resume at iteration {self._iter} of epoch {self._epoch + 1}: the epoch has '
+                            f'{len(self.dataloader)} batches (the batch size or data changed since the checkpoint).')
+        return super().run()
+
+    def run_epoch(self):
+        skip, self._skip = self._skip, 0
+        if skip:
+            _batch_sampler(self).restart(skip)
+            self.runner.logger.info(f'Resuming epoch {self._epoch + 1} at batch {skip + 1}: the data stream '
+                                    f'restarts {skip} batches in (nothing is loaded for the skipped batches).')
+        self.runner.call_hook('before_train_epoch')
+        self.runner.model.train()
+        for idx, data_batch in enumerate(self.dataloader, start=skip):
+            self.run_iter(idx, data_batch)
+        self.runner.call_hook('after_train_epoch')
+        self._epoch += 1
 
 
 @HOOKS.register_module()
@@ -295,6 +333,11 @@ def make_resume_exact(cfg):
         train_cfg.pop('by_epoch', None)
         train_cfg.pop('_scope_', None)
         train_cfg['type'] = 'ExactIterBasedTrainLoop'
+    elif train_cfg.get('type') in ('EpochBasedTrainLoop', EpochBasedTrainLoop) or (
+            'type' not in train_cfg and train_cfg.get('by_epoch')):
+        train_cfg.pop('by_epoch', None)
+        train_cfg.pop('_scope_', None)
+        train_cfg['type'] = 'ExactEpochBasedTrainLoop'
 
 
 def track_data_errors(cfg, loaders=('val_dataloader', 'test_dataloader')):

@@ -95,13 +95,14 @@ def find_resumable(work_dir, log=None):
 
 
 def check_resume(cfg, log=None):
-    """Resolve and check ``--resume`` (``cfg.resume``/``cfg.load_from`` as set by ``apply_resume``)."""
+    """Resolve and check ``--resume`` (``cfg.resume``/``cfg.load_from`` as set by ``apply_resume``); returns
+    the checkpoint it resumes from (None for a fresh start or a remote file)."""
     if not cfg.get('resume'):
-        return
+        return None
     log = log or (lambda line: print(line, file=sys.stderr))
     if cfg.get('load_from'):
         if '://' in str(cfg.load_from):
-            return
+            return None
         reason, ckpt = checkpoint_problem(cfg.load_from)
         if reason:
             raise ToolError(f'--resume {cfg.load_from}: cannot resume from it: {reason}.')
@@ -110,7 +111,7 @@ def check_resume(cfg, log=None):
         if path is None:
             log(f'--resume: no checkpoint in {cfg.work_dir} yet; training from the start.')
             cfg.resume = False
-            return
+            return None
         log(f'--resume: continuing from {path} (iteration {ckpt["meta"]["iter"]}).')
         cfg.load_from = path
     seed = ckpt['meta'].get('seed')
@@ -118,3 +119,4 @@ def check_resume(cfg, log=None):
         randomness = cfg.get('randomness') or {}
         randomness['seed'] = seed
         cfg.randomness = randomness
+    return ckpt

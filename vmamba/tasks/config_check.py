@@ -1,6 +1,7 @@
 """Config mistakes found before (or while) the Runner is built, each as one :class:`ToolError` message.
 
-* :func:`load_config` and :func:`require`: a missing config file, a ``default_scope`` none of the three
+* :func:`load_config` and :func:`require`: a missing config file, a ``--cfg-options`` value that is text
+  where the config has a number (:func:`check_option_values`), a ``default_scope`` none of the three
   task codebases has, a config without ``model``;
 * :func:`explain_build_error`: an option the component does not take (``model.backbone.archh=tiny``) or a
   type no registry knows, turned from a 40-line traceback into the config key, what it may have meant and
@@ -21,7 +22,8 @@ from vmamba.errors import ToolError
 
 from .adapters import SUPPORTED_SCOPES, lookup
 
-__all__ = ['SUPPORTED_SCOPES', 'load_config', 'require', 'explain_build_error', 'fit_schedulers_to_run']
+__all__ = ['SUPPORTED_SCOPES', 'load_config', 'check_option_values', 'require', 'explain_build_error',
+           'fit_schedulers_to_run']
 
 
 def load_config(path, options=None):
@@ -31,6 +33,7 @@ def load_config(path, options=None):
                         'are under configs/{classification,detection,segmentation}/.')
     cfg = Config.fromfile(path)
     if options:
+        check_option_values(cfg, options)
         cfg.merge_from_dict(options)
     scope = cfg.get('default_scope')
     if lookup(scope) is None:
@@ -39,6 +42,31 @@ def load_config(path, options=None):
         raise ToolError(f'{path} has {found}; these tools train and test configs of {known}. Inherit one of '
                         'the configs under configs/ (they set default_scope), or use that codebase\'s own tools.')
     return cfg
+
+
+def _current(cfg, dotted):
+    node = cfg
+    for part in dotted.split('.'):
+        if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif hasattr(node, 'keys') and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def check_option_values(cfg, options):
+    """A :class:`ToolError` for a ``--cfg-options`` value that is text where the config has a number or a
+    flag (``optim_wrapper.optimizer.lr=1e-3x``): it would fail deep inside the run, or not at all."""
+    for key, value in options.items():
+        old = _current(cfg, key)
+        if not isinstance(value, str) or old is None or isinstance(old, str):
+            continue
+        if isinstance(old, (bool, int, float)):
+            kind = 'True or False' if isinstance(old, bool) else 'a number'
+            raise ToolError(f'--cfg-options {key}={value}: the config has {kind} there ({old!r}), not text. '
+                            f'Give {kind} (e.g. {key}={old!r}).')
 
 
 def require(cfg, path, keys=('model',)):
@@ -64,14 +92,18 @@ def _find_key(node, key, where):
 
 
 def _parameters(class_name, cfg):
-    """Constructor parameter names of a registered model class (empty if it cannot be found)."""
-    from mmengine.registry import MODELS
-    try:
-        with MODELS.switch_scope_and_registry(cfg.get('default_scope')) as registry:
-            cls = registry.get(class_name)
-        return [p for p in inspect.signature(cls.__init__).parameters if p not in ('self', 'args', 'kwargs')]
-    except Exception:  # only for a suggestion
-        return []
+    """Constructor parameter names of a registered class (model, optimizer, scheduler ...; empty if none)."""
+    from mmengine import registry as registries
+    for name in ('MODELS', 'OPTIMIZERS', 'PARAM_SCHEDULERS', 'HOOKS', 'DATASETS', 'TRANSFORMS'):
+        try:
+            with getattr(registries, name).switch_scope_and_registry(cfg.get('default_scope')) as registry:
+                cls = registry.get(class_name)
+            if cls is not None:
+                return [p for p in inspect.signature(cls.__init__).parameters
+                        if p not in ('self', 'args', 'kwargs')]
+        except Exception:  # only for a suggestion
+            continue
+    return []
 
 
 def explain_build_error(err, cfg):
