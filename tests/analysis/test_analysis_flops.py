@@ -1,6 +1,6 @@
 """FLOP counting: the official scan convention, and the published numbers it must reproduce.
 
-The published table (official README; issue 8): ImageNet 224² FLOPs of all nine variants within 0.5 %,
+The published table (official README): ImageNet 224² FLOPs of all nine variants within 0.5 %,
 Swin-T 4.5 G and ResNet-50 4.1 G with the same counter, Mask R-CNN VMamba-T ≈ 271 G at 1280×800 and
 UperNet VMamba-T ≈ 949 G at 512×2048. Each count traces the real model once (tens of seconds on CPU for
 the dense-prediction models), so the table is computed once per module through the tool itself.
@@ -21,7 +21,7 @@ from vmamba.models import ARCH_SETTINGS, SS2D
 from analysis_testlib import tool
 from repo_testlib import REPO
 
-TOLERANCE = 0.005  # 0.5 %, as the issue asks
+TOLERANCE = 0.005  # 0.5 %
 
 
 def test_ss2d_count_is_the_official_sum_of_its_layers():

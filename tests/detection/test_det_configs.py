@@ -92,7 +92,7 @@ def count(module):
 
 
 @pytest.mark.parametrize('stem,total,backbone', [
-    # tiny: the number; the official backbone with its four output norms is 29,481,408.
+    # tiny: 49.76 M in all; the official backbone with its four output norms is 29,481,408.
     ('maskrcnn_vmamba_tiny_1x', 49_755_312, 29_481_408),
     # small: the official analyze/flops.py reports 69.654M for vssm1/mask_rcnn_vssm_fpn_coco_small.py.
     ('maskrcnn_vmamba_small_1x', 69_654_000, 49_380_096),
