@@ -5,6 +5,8 @@ import glob
 import json
 import os.path as osp
 
+import pytest
+
 from repo_testlib import CONFIGS
 
 _COMMON = '''
@@ -97,3 +99,18 @@ def losses(work_dir):
                 if 'loss' in record:
                     records[record['iter']] = record
     return records
+
+
+def exit_message(func, argv):
+    """The one-line ``error: ...`` a tool's ``main(argv)`` exits with (no traceback)."""
+    with pytest.raises(SystemExit) as info:
+        func(argv)
+    message = info.value.code
+    assert isinstance(message, str) and message.startswith('error: '), message
+    assert '\n' not in message and 'Traceback' not in message, message
+    return message
+
+
+def names(name):
+    """Options giving a run its own experiment and visualizer names (mmengine's are process-global)."""
+    return ['--cfg-options', f'experiment_name={name}', f'visualizer.name={name}']

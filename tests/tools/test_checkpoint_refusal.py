@@ -12,24 +12,11 @@ from vmamba.models import VSSM
 from vmamba.models.checkpoint_file import TRUST_ENV, load_checkpoint_file, safetensors_metadata
 
 from checkpoint_testlib import malicious_file, official_file
-from reliability_lib import write_config
+from reliability_lib import exit_message, names, write_config
 from repo_testlib import CONFIGS, run_tool, tool
 
 REFUSED = 'error: Refused to load the checkpoint {path}: it asks for posix.system'
 SHRUNK_ARCH = dict(dims=8, depths=(1, 1, 1, 1))  # the backbone of reliability_lib's shrunk classification config
-
-
-def exit_message(func, argv):
-    with pytest.raises(SystemExit) as info:
-        func(argv)
-    message = info.value.code
-    assert isinstance(message, str) and message.startswith('error: '), message
-    assert '\n' not in message and 'Traceback' not in message, message
-    return message
-
-
-def names(name):
-    return ['--cfg-options', f'experiment_name={name}', f'visualizer.name={name}']
 
 
 @pytest.fixture

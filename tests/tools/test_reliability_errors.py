@@ -8,21 +8,8 @@ import os.path as osp
 import pytest
 import torch
 
-from reliability_lib import losses, write_config
+from reliability_lib import exit_message, losses, names, write_config
 from repo_testlib import REPO, tool
-
-
-def exit_message(func, argv):
-    with pytest.raises(SystemExit) as info:
-        func(argv)
-    message = info.value.code
-    assert isinstance(message, str) and message.startswith('error: '), message
-    assert '\n' not in message and 'Traceback' not in message, message
-    return message
-
-
-def names(name):
-    return ['--cfg-options', f'experiment_name={name}', f'visualizer.name={name}']
 
 
 # ----------------------------------------------------------------------------------- non-finite loss
