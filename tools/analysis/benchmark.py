@@ -53,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument('--iters', type=int, help='timed iterations (default 30 on GPU, 5 on CPU)')
     parser.add_argument('--amp', choices=AMP_CHOICES, default='auto', help='autocast for training (auto: bf16/fp16 '
                                                                              'on GPU, off on CPU)')
+    parser.add_argument('--inference-amp', choices=AMP_CHOICES, default='off',
+                        help="autocast for inference too (default off: float32, as the paper's throughput)")
     parser.add_argument('--threads', type=int, help="torch CPU threads (default: torch's default, e.g. "
                                                      '$OMP_NUM_THREADS)')
     parser.add_argument('--tf32', action='store_true', help='allow TF32 matmuls/convs on Ampere+ GPUs')
@@ -118,9 +120,10 @@ def format_ratios(timings, baseline):
 
 def _step(subject, mode, batch_size, height, width, amp):
     """One step as :mod:`vmamba.analysis.timing` runs it: ``predict`` without gradients in eval mode, or loss +
-    backward in train mode under autocast (``amp``), gradients dropped. Returns (step, its Timing fields)."""
+    backward in train mode, under autocast ``amp`` (the mode's), gradients dropped. Returns (step, its Timing
+    fields)."""
     device = subject.device
-    dtype = autocast_dtype(amp, device) if mode == 'training' else None
+    dtype = autocast_dtype(amp, device)
     batch = subject.batch(batch_size, height, width, targets=mode == 'training')
 
     def step():
@@ -137,13 +140,14 @@ def _step(subject, mode, batch_size, height, width, amp):
     return step, (subject.name, mode, str(device), batch_size, h, w, str(dtype or torch.float32).split('.')[-1])
 
 
-def measure_interleaved(subjects, modes, batch_of, shape_of, warmup, iters, amp):
-    """Best-of timings of every subject and mode, taken round-robin: ``iters`` rounds of one step each."""
+def measure_interleaved(subjects, modes, batch_of, shape_of, warmup, iters, amp_of):
+    """Best-of timings of every subject and mode, taken round-robin: ``iters`` rounds of one step each;
+    ``amp_of(mode)`` is the mode's autocast choice."""
     timings = []
     threads = torch.get_num_threads()
     on_gpu = subjects[0].device.type == 'cuda'
     for mode in modes:
-        steps = [_step(s, mode, batch_of(s), *shape_of(s), amp) for s in subjects]
+        steps = [_step(s, mode, batch_of(s), *shape_of(s), amp_of(mode)) for s in subjects]
         for step, _ in steps:
             for _ in range(max(warmup, 1)):
                 step()
@@ -203,6 +207,9 @@ def main(argv=None):
     def batch_of(subject):
         return args.batch or DEFAULT_BATCH[subject.task][0 if on_gpu else 1]
 
+    def amp_of(mode):
+        return args.amp if mode == 'training' else args.inference_amp
+
     def subjects_of(i, spec):
         """The subject of ``spec`` (the first is already built), and with --compile its compiled twin."""
         subject = first if i == 0 else build(spec)
@@ -216,9 +223,9 @@ def main(argv=None):
                     if s is not None):
         (height, width), batch = shape_of(subject), batch_of(subject)
         for mode in args.modes:
-            # Inference in float32 as the paper's "TP"; training under autocast as its "Train TP".
-            t = measure(subject, mode, batch, height, width, warmup=warmup, iters=iters,
-                        amp=args.amp if mode == 'training' else 'off')
+            # Inference in float32 as the paper's "TP" (unless --inference-amp); training under autocast as its
+            # "Train TP".
+            t = measure(subject, mode, batch, height, width, warmup=warmup, iters=iters, amp=amp_of(mode))
             timings.append(t)
             mem = f', peak {t.peak_mem_mb:.0f} MB' if t.peak_mem_mb is not None else ''
             print(f'{subject.name} {mode}: {t.images_per_s:.2f} img/s ({t.dtype}, batch {t.batch}, '
@@ -229,7 +236,7 @@ def main(argv=None):
 
     if args.interleave:
         subjects = [s for i, spec in enumerate(specs) for s in subjects_of(i, spec) if s is not None]
-        timings = measure_interleaved(subjects, args.modes, batch_of, shape_of, warmup, iters, args.amp)
+        timings = measure_interleaved(subjects, args.modes, batch_of, shape_of, warmup, iters, amp_of)
         for t in timings:
             print(f'{t.model} {t.mode}: {t.images_per_s:.2f} img/s ({t.dtype}, batch {t.batch}, '
                   f'{t.height}x{t.width}, fastest of {iters} interleaved steps)', flush=True)

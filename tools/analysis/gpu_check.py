@@ -6,8 +6,8 @@ Steps, each in its own process with its own time limit (one slow step cannot tak
 1. ``ops_tests``: the ops tests compiled on the GPU (``VMAMBA_TEST_GPU=1 pytest tests/ops``: fp32, fp16 and bf16
    inputs, every backend path);
 2. ``bench_scan``: the scan op at batch 128 (ms, GB/s, % of the HBM peak; fused op against the unfused chain);
-3. ``models``: VMamba-T and vanilla-T against Swin-T (inference and training img/s, peak memory, batch 128;
-   mmpretrain's Swin-T, else timm's ``swin_tiny_patch4_window7_224``, the same architecture).
+3. ``models``: VMamba-T and vanilla-T against Swin-T (inference and training img/s, peak memory, batch 128, bf16
+   autocast; mmpretrain's Swin-T, else timm's ``swin_tiny_patch4_window7_224``, the same architecture).
 
 It ends with one short table and leaves the full logs in ``$VMAMBA_GPU_CHECK_OUT`` (default ``./gpu_check_logs``).
 
@@ -57,7 +57,7 @@ def steps(dry_run, out):
             ('bench_scan', 120, [py, 'tools/analysis/bench_scan.py', '--batch', '128', '--dtypes', 'bf16',
                                  '--d-states', '1', '16', '--no-ref', '--json', osp.join(out, 'bench_scan.json')], {}),
             ('models', 150, [py, 'tools/analysis/benchmark.py', 'tiny', 'vanilla_tiny', '--compare', 'swin',
-                             '--device', 'cuda', '--batch', '128', '--amp', 'bf16', '--out',
+                             '--device', 'cuda', '--batch', '128', '--amp', 'bf16', '--inference-amp', 'bf16', '--out',
                              osp.join(out, 'models.json')], {}),
         ]
     # The kernels run interpreted in the first two steps; the whole models (interpreted, minutes) take the torch
@@ -72,7 +72,7 @@ def steps(dry_run, out):
                             osp.join(out, 'bench_scan.json')], cpu),
         ('models', 120, [py, 'tools/analysis/benchmark.py', 'tiny', '--compare', 'swin', '--device', 'cpu',
                          '--batch', '1', '--shape', '32', '--warmup', '0', '--iters', '1', '--threads', '1',
-                         '--out', osp.join(out, 'models.json')], dict(cpu, VMAMBA_SCAN_BACKEND='torch')),
+                         '--amp', 'bf16', '--inference-amp', 'bf16', '--out', osp.join(out, 'models.json')], dict(cpu, VMAMBA_SCAN_BACKEND='torch')),
     ]
 
 
