@@ -119,9 +119,18 @@ def main(argv=None):
         try:
             checkpointing.remove_leftovers(cfg.work_dir)
             runner = build_runner(cfg)
+            keep_run_config(runner)
             train(runner, cfg)
         finally:
             workdir_lock.release(cfg.work_dir)
+
+
+def keep_run_config(runner):
+    """A copy of the config in the run's own log folder: mmengine dumps it to the top of the work dir, where the
+    next run in that dir replaces it."""
+    from mmengine.dist import is_main_process
+    if is_main_process():
+        runner.cfg.dump(os.path.join(runner.log_dir, os.path.basename(runner.cfg.filename or 'config.py')))
 
 
 def train(runner, cfg):

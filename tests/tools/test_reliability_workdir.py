@@ -64,3 +64,18 @@ def test_the_lock_of_a_dead_run_is_taken_over(tmp_path, capsys):
     finally:
         workdir_lock.release(str(work))
     assert (work / '.lock').read_text() == ''  # a clean end leaves no holder
+
+
+def test_each_run_keeps_its_own_config(train, tmp_path):
+    """Two runs one after the other in one work dir (the second not resuming): each run's log folder holds the
+    config it ran with, whatever the next run dumps to the top of the work dir."""
+    config = write_config(tmp_path, 'cls', tmp_path / 'data', length=1)
+    work = tmp_path / 'work'
+    for lr in ('0.0123', '0.0456'):
+        train.main([config, '--work-dir', str(work), '--cfg-options', f'optim_wrapper.optimizer.lr={lr}',
+                    f'experiment_name=run_{lr}', f'visualizer.name=run_{lr}'])
+    runs = sorted(p for p in work.iterdir() if p.is_dir() and (p / 'vis_data').is_dir())
+    assert len(runs) == 2, list(work.iterdir())
+    dumped = [(run / os.path.basename(config)).read_text() for run in runs]
+    assert 'lr=0.0123' in dumped[0] and 'lr=0.0456' not in dumped[0]
+    assert 'lr=0.0456' in dumped[1] and 'lr=0.0123' not in dumped[1]
