@@ -110,11 +110,11 @@ def main(argv=None):
         own_seed = (cfg.get('randomness') or {}).get('seed')
         ckpt = resume.check_resume(cfg)
         make_reliable(cfg, args)
+        distributed.setup_distributed(cfg, args.dist_timeout)  # its CPU SyncBN -> BN is in the dumped config too
         if ckpt is not None:  # after make_reliable: the checkpoint's config was dumped after it too
             resume_changes.check_changes(cfg, ckpt, cfg.load_from, own_seed, args.resume_changed,
                                          log=lambda line: print(line, file=sys.stderr))
         resume_changes.add_resume_changes_hook(cfg, apply=args.resume_changed)
-        distributed.setup_distributed(cfg, args.dist_timeout)
         workdir_lock.lock_work_dir(cfg.work_dir)  # one run per work dir, before anything is written there
         try:
             checkpointing.remove_leftovers(cfg.work_dir)

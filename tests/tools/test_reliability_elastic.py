@@ -1,10 +1,15 @@
-"""A distributed run with a rank that hangs stops with one message (tools/dist_train.sh with its c10d
-rendezvous, tools/train.py, vmamba/tasks/distributed.py).
+"""Distributed runs through tools/dist_train.sh (torchrun's c10d rendezvous), tools/train.py and
+vmamba/tasks/distributed.py, two processes on CPU (gloo) training the segmentation demo (shrunk; its SyncBN trains
+as BN on CPU), faults from tests/tools/preemption_inject.py:
 
-Two processes on CPU (gloo) train the segmentation demo (shrunk; its SyncBN trains as BN on CPU). Rank 1
-hangs as iteration 3 starts (tests/tools/preemption_inject.py); with --dist-timeout 10 the job stops within
-two minutes, naming the rank behind and its iteration.
+* rank 1 killed as iteration 4 starts, one restart allowed: the restarted group resumes from the newest
+  checkpoint by itself and every loss equals the uninterrupted run's;
+* two "nodes" on 127.0.0.1 (the same command twice, NNODES=2, one process each) train as the one-node run does;
+* rank 1 hangs as iteration 3 starts: with --dist-timeout 10 the job stops within two minutes, naming the rank
+  behind and its iteration.
 """
+import glob
+import json
 import os.path as osp
 import socket
 import subprocess
@@ -13,7 +18,7 @@ import time
 
 import pytest
 
-from reliability_lib import write_config
+from reliability_lib import losses, write_config
 from repo_testlib import REPO, TOOLS, subprocess_env
 
 INJECT = f'''
@@ -54,3 +59,40 @@ def test_a_stalled_rank_stops_the_job_with_one_message(config):
     assert took < 120, took
     (line,) = [x for x in log.splitlines() if x.startswith('error: Distributed training timed out')]
     assert 'after 10.0 s: rank 0 waited at iteration 3 and rank 1 is behind (last started iteration 2)' in line
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(config):
+    path, tmp = config
+    status, log, _ = dist_train(path, tmp / 'whole')
+    assert status == 0, log[-3000:]
+    whole = losses(tmp / 'whole')
+    assert sorted(whole) == list(range(1, 7))
+    return whole
+
+
+def test_a_restarted_group_resumes_where_it_stopped(config, uninterrupted):
+    path, tmp = config
+    status, log, _ = dist_train(path, tmp / 'killed', restarts=1, VMAMBA_TEST_KILL_RANK_AT='1:4')
+    assert status == 0, log[-3000:]
+    assert 'exitcode: -9' in log  # rank 1 really died, and torchrun restarted the group
+    assert '--resume: continuing from' in log and 'iter_2.pth' in log
+    runs = sorted(glob.glob(str(tmp / 'killed' / '*' / 'vis_data' / 'scalars.json')))
+    assert len(runs) == 2  # the first attempt and the restarted one, each its own log folder
+    with open(runs[1]) as f:
+        restarted = sorted(json.loads(line)['iter'] for line in f if '"loss"' in line)
+    assert restarted == [3, 4, 5, 6]  # from the checkpoint of iteration 2, not from iteration 1
+    resumed = losses(tmp / 'killed')  # the restarted attempt's records win for iterations 3 and 4
+    assert {i: r['loss'] for i, r in resumed.items()} == {i: r['loss'] for i, r in uninterrupted.items()}
+
+
+def test_two_nodes_on_one_machine_train_as_one(config, uninterrupted):
+    path, tmp = config
+    env = subprocess_env(CUDA_VISIBLE_DEVICES='', PORT=str(free_port()), PYTHON=sys.executable, NNODES='2')
+    nodes = [subprocess.Popen(['bash', osp.join(TOOLS, 'dist_train.sh'), path, '1', '--work-dir', str(tmp / 'nodes')],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    logs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    two_nodes = losses(tmp / 'nodes')
+    assert {i: r['loss'] for i, r in two_nodes.items()} == {i: r['loss'] for i, r in uninterrupted.items()}
