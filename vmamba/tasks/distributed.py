@@ -75,7 +75,7 @@ def setup_distributed(cfg, timeout=None, log=None):
                         'Start it as: torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch')
     dist_cfg['backend'] = 'gloo'
     if not dist.is_initialized():
-        _init_gloo(datetime.timedelta(seconds=dist_cfg['timeout']))
+        dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=dist_cfg['timeout']))
     replaced = _replace_sync_bn(cfg.get('model'))
     if cfg.get('sync_bn'):
         cfg.sync_bn = None
@@ -90,23 +90,6 @@ def setup_distributed(cfg, timeout=None, log=None):
                                                             'DistributedDataParallel'):
         wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
-
-
-def _init_gloo(timeout):
-    """``init_process_group('gloo')`` on torchrun's store, its keys under a prefix of this attempt.
-
-    A group that torchrun restarts meets again on the same rendezvous store, where the ranks of the attempt
-    before left their gloo addresses under the same keys: a new rank could read a dead rank's address and the
-    full mesh then fails to connect ("Connection refused"). The prefix (``TORCHELASTIC_RESTART_COUNT``) keeps each
-    attempt's keys apart."""
-    import torch.distributed as dist
-    from torch.distributed.rendezvous import _create_c10d_store
-
-    rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
-    store = _create_c10d_store(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), rank, world_size, timeout)
-    attempt = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')
-    store = dist.PrefixStore(f'vmamba/attempt_{attempt}', store)
-    dist.init_process_group(backend='gloo', store=store, rank=rank, world_size=world_size, timeout=timeout)
 
 
 def _store():
