@@ -138,6 +138,7 @@ def train(runner, cfg):
     try:
         runner.train()
     except preemption.Preempted:  # the hook has logged what it saved and how to resume
+        distributed.finish_distributed()  # every rank stops after the same iteration
         sys.exit(preemption.REQUEUE_EXIT)
     except (TypeError, KeyError) as err:  # the optimizer and schedulers are built here, from the config
         explained = config_check.explain_build_error(err, cfg)
@@ -149,6 +150,7 @@ def train(runner, cfg):
         if explained is None:
             raise
         raise explained from err
+    distributed.finish_distributed()
 
 
 if __name__ == '__main__':

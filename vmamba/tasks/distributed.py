@@ -11,7 +11,8 @@ line saying so); the statistics are then per process.
 The collective timeout (``--dist-timeout`` or ``env_cfg.dist_cfg.timeout``, default
 :data:`DEFAULT_TIMEOUT_S`) bounds how long the ranks wait for one that stalls. Each rank posts the iteration
 it is at to the group's store (:class:`StepBeaconHook`); when a collective times out,
-:func:`explain_timeout` names the rank(s) behind and their iteration.
+:func:`explain_timeout` names the rank(s) behind and their iteration. A group that torchrun restarts meets
+under store keys of its own attempt (:func:`_attempt_store`).
 """
 import os
 
@@ -23,8 +24,8 @@ from mmengine.registry import HOOKS
 
 from vmamba.errors import ToolError
 
-__all__ = ['DEFAULT_TIMEOUT_S', 'CollectiveTimeout', 'setup_distributed', 'explain_timeout', 'StepBeaconHook',
-           'add_step_beacon']
+__all__ = ['DEFAULT_TIMEOUT_S', 'CollectiveTimeout', 'setup_distributed', 'finish_distributed', 'explain_timeout',
+           'StepBeaconHook', 'add_step_beacon']
 
 #: Default collective timeout: long enough for a rank-0 checkpoint write or evaluation, short enough that a
 #: stalled rank does not hold the whole allocation for torch's default half hour.
@@ -64,7 +65,8 @@ def setup_distributed(cfg, timeout=None, log=None):
     if torch.cuda.is_available():
         if not dist.is_initialized():
             from mmengine.dist import init_dist
-            init_dist(launcher, **dist_cfg)
+            store = _attempt_store(launcher, dist_cfg['timeout'])
+            init_dist(launcher, **dist_cfg, **(store or {}))
         return
     if launcher != 'pytorch':
         raise ToolError(f'--launcher {launcher} without CUDA is not supported; on a CPU machine launch with '
@@ -75,7 +77,8 @@ def setup_distributed(cfg, timeout=None, log=None):
                         'Start it as: torchrun --nproc_per_node=N tools/train.py CONFIG --launcher pytorch')
     dist_cfg['backend'] = 'gloo'
     if not dist.is_initialized():
-        dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=dist_cfg['timeout']))
+        dist.init_process_group(backend='gloo', timeout=datetime.timedelta(seconds=dist_cfg['timeout']),
+                                **(_attempt_store(launcher, dist_cfg['timeout']) or {}))
     replaced = _replace_sync_bn(cfg.get('model'))
     if cfg.get('sync_bn'):
         cfg.sync_bn = None
@@ -90,6 +93,36 @@ def setup_distributed(cfg, timeout=None, log=None):
                                                             'DistributedDataParallel'):
         wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
+
+
+def _attempt_store(launcher, timeout):
+    """``init_process_group`` arguments for a group that torchrun may restart: its store, keys under this attempt.
+
+    Under torchrun (c10d or static rendezvous) the ranks of every attempt meet in the same store, torchrun's own
+    (``TORCHELASTIC_USE_AGENT_STORE``), and torch (2.14) does not keep the attempts' keys apart. A restarted
+    rank could read the address (gloo) or unique id (NCCL) that a rank of the dead attempt left under the same
+    key: "connectFullMesh failed ... Connection refused", or a hang. The prefix ``vmamba/attempt_N``
+    (``TORCHELASTIC_RESTART_COUNT``) gives each attempt keys of its own, the step beacons included. None (the
+    default ``env://`` start) for any other launch."""
+    if launcher != 'pytorch' or os.environ.get('TORCHELASTIC_USE_AGENT_STORE') != 'True':
+        return None
+    import torch.distributed as dist
+    rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+    shared = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), world_size,
+                           is_master=False, timeout=datetime.timedelta(seconds=timeout))
+    attempt = os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')
+    return dict(store=dist.PrefixStore(f'vmamba/attempt_{attempt}', shared), rank=rank, world_size=world_size)
+
+
+def finish_distributed():
+    """End the group in step: every rank waits for the others, then closes its connections.
+
+    No rank leaves while another may still talk to it, and the connections are closed by all ranks together
+    rather than by each process's exit-time destructors."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _store():
