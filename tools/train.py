@@ -138,7 +138,7 @@ def train(runner, cfg):
     try:
         runner.train()
     except preemption.Preempted:  # the hook has logged what it saved and how to resume
-        distributed.finish_distributed()  # every rank stops after the same iteration
+        distributed.finish_distributed()  # no rank leaves while rank 0 still writes the checkpoint
         sys.exit(preemption.REQUEUE_EXIT)
     except (TypeError, KeyError) as err:  # the optimizer and schedulers are built here, from the config
         explained = config_check.explain_build_error(err, cfg)

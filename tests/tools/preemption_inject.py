@@ -1,6 +1,6 @@
 """Fault injection for tests/tools/test_reliability_preemption.py and test_reliability_elastic.py, imported by a test config through
 ``custom_imports``: the process sends itself a real signal (``VMAMBA_TEST_SIGNAL``, e.g. ``SIGTERM``) when
-iteration ``VMAMBA_TEST_SIGNAL_AT`` starts, and, with ``VMAMBA_TEST_SECOND_SIGNAL``, that second signal in the
+iteration ``VMAMBA_TEST_SIGNAL_AT`` starts (on rank ``VMAMBA_TEST_SIGNAL_RANK`` only, if set), and, with ``VMAMBA_TEST_SECOND_SIGNAL``, that second signal in the
 middle of writing the checkpoint that follows (half of its bytes written), as an impatient user or scheduler
 would. With ``VMAMBA_TEST_SIGNAL_GROUP``, the signal goes to the whole process group (as Ctrl-C's does).
 For distributed runs, :class:`RankFaultHook` kills or stalls one rank."""
@@ -27,7 +27,8 @@ class SendSignalHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        if runner.iter + 1 == int(os.environ.get('VMAMBA_TEST_SIGNAL_AT', '0')) and not _sent[0]:
+        if runner.iter + 1 == int(os.environ.get('VMAMBA_TEST_SIGNAL_AT', '0')) and not _sent[0] \
+                and str(runner.rank) == os.environ.get('VMAMBA_TEST_SIGNAL_RANK', str(runner.rank)):
             _sent[0] = True
             _signal(os.environ['VMAMBA_TEST_SIGNAL'])
 

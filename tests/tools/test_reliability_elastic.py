@@ -6,6 +6,8 @@ as BN on CPU), faults from tests/tools/preemption_inject.py:
   ``torchrun --max-restarts`` form: the restarted group resumes from the newest checkpoint by itself and every
   loss equals the uninterrupted run's (each attempt meets under its own store keys: without them the restarted
   ranks mostly failed to connect, "connectFullMesh ... Connection refused", or hung);
+* SIGUSR1 to rank 1 alone as iteration 3 starts: both ranks stop after iteration 3 with its checkpoint written,
+  exit 75, and a --resume continues with the uninterrupted run's losses;
 * two "nodes" on 127.0.0.1 (the same command twice, NNODES=2, one process each) train as the one-node run does;
 * rank 1 hangs as iteration 3 starts: with --dist-timeout 10 the job stops within two minutes, naming the rank
   behind and its iteration.
@@ -28,7 +30,7 @@ import sys
 sys.path.insert(0, {osp.join(REPO, 'tests', 'tools')!r})
 custom_imports = dict(imports=list(_base_.custom_imports.imports) + ['preemption_inject'],
                       allow_failed_imports=False)
-custom_hooks = [dict(type='RankFaultHook')]
+custom_hooks = [dict(type='RankFaultHook'), dict(type='SendSignalHook')]
 '''
 
 
@@ -138,3 +140,19 @@ def test_each_torchrun_attempt_has_keys_of_its_own(monkeypatch):
     assert shared.get('vmamba/attempt_1/default_pg/0//cpu/rank_0') == b'address of the new rank'
     monkeypatch.setenv('TORCHELASTIC_USE_AGENT_STORE', 'False')  # a store of the group's own: env:// as usual
     assert distributed._attempt_store('pytorch', 10) is None
+
+
+def test_a_signal_to_one_rank_stops_all_after_the_same_iteration(config, uninterrupted):
+    path, tmp = config
+    work = tmp / 'preempted'
+    status, log, _ = dist_train(path, work, VMAMBA_TEST_SIGNAL='SIGUSR1', VMAMBA_TEST_SIGNAL_AT='3',
+                                VMAMBA_TEST_SIGNAL_RANK='1')
+    assert status != 0  # torchrun's own status; its workers' are below
+    assert log.count('exitcode  : 75') == 2, log[-3000:]  # both ranks, not just the one signalled
+    assert 'Stopped by a signal on another rank after iteration 3: saved' in log  # rank 0, which wrote it
+    assert (work / 'iter_3.pth').is_file() and not list(work.glob('*.tmp'))
+    status, log, _ = dist_train(path, work, '--resume')
+    assert status == 0, log[-3000:]
+    assert '--resume: continuing from' in log and 'iter_3.pth' in log
+    resumed = losses(work)
+    assert {i: r['loss'] for i, r in resumed.items()} == {i: r['loss'] for i, r in uninterrupted.items()}

@@ -117,8 +117,9 @@ def _attempt_store(launcher, timeout):
 def finish_distributed():
     """End the group in step: every rank waits for the others, then closes its connections.
 
-    No rank leaves while another may still talk to it, and the connections are closed by all ranks together
-    rather than by each process's exit-time destructors."""
+    No rank leaves while another may still talk to it or still writes a checkpoint (a rank that exits first
+    makes srun's ``--kill-on-bad-exit`` and torchrun stop the others), and the connections are closed by all
+    ranks together rather than by each process's exit-time destructors."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
