@@ -20,6 +20,7 @@ the next run starts. Remote back-ends (``s3://`` ...) keep mmengine's behaviour.
 import glob
 import os
 import os.path as osp
+import sys
 
 import torch
 from mmengine.dist import is_main_process
@@ -80,9 +81,7 @@ def atomic_torch_save(obj, path):
 def remove_leftovers(folder, log=None):
     """Remove the temporary files a killed run left in ``folder`` (call it holding the work dir's lock, before
     anything else is written: on a full disk they are what frees the room to start)."""
-    import sys
-    from mmengine.dist import get_rank
-    if get_rank() != 0 or '://' in str(folder) or not osp.isdir(folder):
+    if not is_main_process() or '://' in str(folder) or not osp.isdir(folder):
         return
     log = log or (lambda line: print(line, file=sys.stderr))
     for leftover in sorted(glob.glob(osp.join(folder, f'.*{TMP_SUFFIX}'))):
@@ -117,10 +116,7 @@ class SafeCheckpointHook(CheckpointHook):
     def before_train(self, runner):
         super().before_train(runner)
         self._local = '://' not in str(self.out_dir)
-        if self._local and is_main_process():
-            for leftover in glob.glob(osp.join(self.out_dir, f'.*{TMP_SUFFIX}')):
-                runner.logger.warning(f'Removing {leftover}, a checkpoint a previous run did not finish writing.')
-                os.remove(leftover)
+        remove_leftovers(self.out_dir, log=runner.logger.warning)  # out_dir may lie outside the work dir
 
     # -- writing
     def _check_finite(self, runner, name):
@@ -180,6 +176,16 @@ class SafeCheckpointHook(CheckpointHook):
         self.last_ckpt = path
         if not is_main_process():
             return
+        self.point_to(runner, path)
+        for old in outdated:
+            old_path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
+            if old_path != path:
+                self._remove(old_path)
+
+    def point_to(self, runner, path):
+        """Make the work dir's ``last_checkpoint`` name ``path`` (rank 0 only; atomically on a local disk)."""
+        if not is_main_process():
+            return
         pointer = osp.join(runner.work_dir, 'last_checkpoint')
         if self._local:
             with write_errors(pointer, _temp_name(pointer), runner.work_dir):
@@ -187,10 +193,6 @@ class SafeCheckpointHook(CheckpointHook):
         else:
             with open(pointer, 'w') as f:
                 f.write(path)
-        for old in outdated:
-            old_path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old))
-            if old_path != path:
-                self._remove(old_path)
 
     def _save_best_checkpoint(self, runner, metrics):
         """mmengine's logic, with the best checkpoint written atomically and its predecessor removed after."""

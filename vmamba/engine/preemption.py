@@ -23,7 +23,7 @@ from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from .checkpointing import SafeCheckpointHook, atomic_write
+from .checkpointing import SafeCheckpointHook
 
 __all__ = ['REQUEUE_EXIT', 'SIGNALS', 'Preempted', 'PreemptionHook', 'add_preemption_hook']
 
@@ -126,8 +126,7 @@ class PreemptionHook(Hook):
                     save_param_scheduler=hook.save_param_scheduler,
                     meta=dict(epoch=runner.epoch, iter=step), by_epoch=False, backend_args=hook.backend_args)
         runner.message_hub.update_info('last_ckpt', path)
-        if is_main_process() and hook._local:
-            atomic_write(osp.join(runner.work_dir, 'last_checkpoint'), path)
+        hook.point_to(runner, path)
         return path
 
     def after_train_epoch(self, runner):
