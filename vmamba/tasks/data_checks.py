@@ -16,7 +16,7 @@ from vmamba.models.variants import RELEASES_URL
 
 from .config_transforms import LOADERS
 
-__all__ = ['DATA_SOURCES', 'check_data', 'check_pretrained']
+__all__ = ['DATA_SOURCES', 'loader_datasets', 'check_data', 'check_pretrained']
 
 #: Where the public datasets come from, by dataset type, for the missing-data message.
 DATA_SOURCES = {
@@ -39,6 +39,15 @@ def _innermost_datasets(dataset):
         yield from _innermost_datasets(dataset['dataset'])
     else:
         yield dataset
+
+
+def loader_datasets(cfg, loaders):
+    """``(loader key, leaf dataset config)`` for every dataset the config's ``loaders`` read, in config order."""
+    for key in loaders:
+        loader = cfg.get(key)
+        if loader and 'dataset' in loader:
+            for dataset in _innermost_datasets(loader['dataset']):
+                yield key, dataset
 
 
 def _expected_paths(dataset):
@@ -94,18 +103,14 @@ def check_data(cfg, config_path, loaders=LOADERS):
     scope = cfg.get('default_scope')
     users = {}  # path -> dataloaders that read it, in config order
     kinds = []
-    for key in loaders:
-        loader = cfg.get(key)
-        if not loader or 'dataset' not in loader:
-            continue
-        for dataset in _innermost_datasets(loader['dataset']):
-            if not _generates_own_data(dataset, scope):
-                if dataset.get('type') not in kinds:
-                    kinds.append(dataset.get('type'))
-                for path in _expected_paths(dataset):
-                    users.setdefault(path, [])
-                    if key not in users[path]:
-                        users[path].append(key)
+    for key, dataset in loader_datasets(cfg, loaders):
+        if not _generates_own_data(dataset, scope):
+            if dataset.get('type') not in kinds:
+                kinds.append(dataset.get('type'))
+            for path in _expected_paths(dataset):
+                users.setdefault(path, [])
+                if key not in users[path]:
+                    users[path].append(key)
     missing = [p for p in users if not osp.exists(p)]
     if not missing:
         return

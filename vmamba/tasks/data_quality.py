@@ -25,7 +25,7 @@ import os.path as osp
 from vmamba.errors import ToolError
 
 from .adapters import lookup
-from .data_checks import _innermost_datasets
+from .data_checks import loader_datasets
 
 __all__ = ['SAMPLED', 'DataReport', 'BadDataError', 'check_datasets', 'enforce']
 
@@ -194,26 +194,22 @@ def check_datasets(cfg, loaders, full=False, skip=False):
     task = adapter.task if adapter else None
     out_dir = osp.abspath(osp.join(cfg.get('work_dir') or '.', 'clean_data'))
     found = []
-    for key in loaders:
-        loader = cfg.get(key)
-        if not loader or 'dataset' not in loader:
-            continue
-        for dataset_cfg in _innermost_datasets(loader['dataset']):
-            report = DataReport(key)
-            try:
-                dataset = _build(dataset_cfg, scope)
-            except Exception as err:  # the Runner reports it with its own message
-                report.add(None, dataset_cfg.get('ann_file') or dataset_cfg.get('data_root'),
-                           f'the dataset cannot be built: {type(err).__name__}: {err}')
-                found.append((key, dataset_cfg, report))
-                continue
-            if task == 'detection' and str(getattr(dataset, 'ann_file', '')).endswith('.json'):
-                _check_coco(dataset, report, skip, out_dir)
-            elif task == 'segmentation':
-                _check_seg(dataset, report, full)
-            else:
-                _check_cls(dataset, report)
+    for key, dataset_cfg in loader_datasets(cfg, loaders):
+        report = DataReport(key)
+        try:
+            dataset = _build(dataset_cfg, scope)
+        except Exception as err:  # the Runner reports it with its own message
+            report.add(None, dataset_cfg.get('ann_file') or dataset_cfg.get('data_root'),
+                       f'the dataset cannot be built: {type(err).__name__}: {err}')
             found.append((key, dataset_cfg, report))
+            continue
+        if task == 'detection' and str(getattr(dataset, 'ann_file', '')).endswith('.json'):
+            _check_coco(dataset, report, skip, out_dir)
+        elif task == 'segmentation':
+            _check_seg(dataset, report, full)
+        else:
+            _check_cls(dataset, report)
+        found.append((key, dataset_cfg, report))
     return found
 
 
