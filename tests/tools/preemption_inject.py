@@ -3,7 +3,10 @@
 iteration ``VMAMBA_TEST_SIGNAL_AT`` starts (on rank ``VMAMBA_TEST_SIGNAL_RANK`` only, if set), and, with ``VMAMBA_TEST_SECOND_SIGNAL``, that second signal in the
 middle of writing the checkpoint that follows (half of its bytes written), as an impatient user or scheduler
 would. With ``VMAMBA_TEST_SIGNAL_GROUP``, the signal goes to the whole process group (as Ctrl-C's does).
+With ``VMAMBA_TEST_SIGNAL_AT_EXIT``, that signal comes once more while the interpreter shuts down, as torchrun's
+SIGTERM does when another rank has already left.
 For distributed runs, :class:`RankFaultHook` kills or stalls one rank."""
+import atexit
 import os
 import signal
 
@@ -13,6 +16,19 @@ from mmengine.registry import HOOKS
 
 _put = LocalBackend.put
 _sent = [False]
+
+
+class _SignalAtExit:
+    """Sends its signal when it is destroyed. Left as cyclic garbage by an ``atexit`` function, it is destroyed
+    by the interpreter's last garbage collection, which comes after Python has put back the default action of
+    the signals it handled: the moment a process is most fragile to torchrun's SIGTERM."""
+
+    def __init__(self, name):
+        self.name = name
+        self.cycle = self
+
+    def __del__(self):
+        os.kill(os.getpid(), getattr(signal, self.name))
 
 
 def _signal(name):
@@ -30,6 +46,8 @@ class SendSignalHook(Hook):
         if runner.iter + 1 == int(os.environ.get('VMAMBA_TEST_SIGNAL_AT', '0')) and not _sent[0] \
                 and str(runner.rank) == os.environ.get('VMAMBA_TEST_SIGNAL_RANK', str(runner.rank)):
             _sent[0] = True
+            if os.environ.get('VMAMBA_TEST_SIGNAL_AT_EXIT'):
+                atexit.register(_SignalAtExit, os.environ['VMAMBA_TEST_SIGNAL_AT_EXIT'])
             _signal(os.environ['VMAMBA_TEST_SIGNAL'])
 
 
