@@ -7,8 +7,8 @@ as BN on CPU), faults from tests/tools/preemption_inject.py:
   loss equals the uninterrupted run's (each attempt meets under its own store keys: without them the restarted
   ranks mostly failed to connect, "connectFullMesh ... Connection refused", or hung);
 * SIGUSR1 to rank 1 alone as iteration 3 starts: both ranks stop after iteration 3 with its checkpoint written,
-  exit 75 (rank 1 also gets the SIGTERM torchrun sends when rank 0 leaves first, at its most fragile moment:
-  late in its exit), and a --resume continues with the uninterrupted run's losses;
+  exit 75 (rank 1 also gets a SIGTERM late in its exit, its most fragile moment, as torchrun sends one when
+  rank 0 has left first), and a --resume continues with the uninterrupted run's losses;
 * two "nodes" on 127.0.0.1 (the same command twice, NNODES=2, one process each) train as the one-node run does;
 * rank 1 hangs as iteration 3 starts: with --dist-timeout 10 the job stops within two minutes, naming the rank
   behind and its iteration.
