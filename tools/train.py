@@ -138,7 +138,6 @@ def train(runner, cfg):
     try:
         runner.train()
     except preemption.Preempted:  # the hook has logged what it saved and how to resume
-        preemption.ignore_signals()  # the SIGTERM torchrun sends when another rank has left must not kill this one
         distributed.finish_distributed()  # no rank leaves while rank 0 still writes the checkpoint
         sys.exit(preemption.REQUEUE_EXIT)
     except (TypeError, KeyError) as err:  # the optimizer and schedulers are built here, from the config

@@ -9,8 +9,8 @@ an atomic checkpoint of that iteration, logs one line saying what was saved and 
 "try again later"), which ``tools/slurm_train.sh`` turns into ``scontrol requeue``.
 
 Further signals while the checkpoint is written are noted and ignored, so a second Ctrl-C cannot leave a
-half-written file (the write itself is atomic anyway: :mod:`.checkpointing`), and so are signals while the
-process exits (:func:`ignore_signals`). In an epoch-based run the
+half-written file (the write itself is atomic anyway: :mod:`.checkpointing`); once it is written they are
+ignored outright, so that a signal late in the exit cannot kill the process either. In an epoch-based run the
 checkpoint is taken in the middle of the epoch; :class:`~.exact_resume.ExactEpochBasedTrainLoop` continues
 from that batch. DataLoader worker processes (forked after the handlers are in place) ignore the signals,
 so a signal sent to the whole process group does not kill them under the main process.
@@ -26,7 +26,7 @@ from mmengine.registry import HOOKS
 
 from .checkpointing import SafeCheckpointHook
 
-__all__ = ['REQUEUE_EXIT', 'SIGNALS', 'Preempted', 'PreemptionHook', 'add_preemption_hook', 'ignore_signals']
+__all__ = ['REQUEUE_EXIT', 'SIGNALS', 'Preempted', 'PreemptionHook', 'add_preemption_hook']
 
 #: Exit status of a run stopped by a signal after saving its checkpoint: "temporary failure, run me again".
 REQUEUE_EXIT = 75
@@ -74,6 +74,17 @@ class PreemptionHook(Hook):
             except ValueError:  # not the main thread (e.g. under a test runner's thread): no handlers
                 return
 
+    def ignore(self):
+        """Ignore the signals from here on: the checkpoint is written and the process is leaving.
+
+        The rank that leaves first makes torchrun (and srun's ``--kill-on-bad-exit``) send SIGTERM to the
+        others. Python puts back the default action of the signals it handles as the interpreter shuts down, so
+        that SIGTERM would kill a rank late in its exit and turn its status 75 into death by signal; an ignored
+        signal stays ignored.
+        """
+        for sig in self._previous:  # the signals whose handlers are in place (none off the main thread)
+            signal.signal(sig, signal.SIG_IGN)
+
     def restore(self):
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
@@ -106,6 +117,7 @@ class PreemptionHook(Hook):
                    f'(exit status {REQUEUE_EXIT}: requeue the job).' if path else
                    f'Stopped by {why} after iteration {step}: {how} (exit status {REQUEUE_EXIT}).')
         runner.logger.warning(message)
+        self.ignore()
         raise Preempted(message)
 
     def _save(self, runner):
@@ -141,20 +153,6 @@ class PreemptionHook(Hook):
         for name in os.listdir(folder):
             if name.startswith(PREEMPTED_PREFIX) and name.endswith('.pth'):
                 os.remove(osp.join(folder, name))
-
-
-def ignore_signals(signals=SIGNALS):
-    """Ignore the signals from here on: the checkpoint is written and the process is leaving.
-
-    The rank that leaves first makes torchrun (and srun's ``--kill-on-bad-exit``) send SIGTERM to the others.
-    Python puts back the default action of signals it handles as the interpreter shuts down, so that SIGTERM
-    would kill a rank mid-exit and turn its status 75 into death by signal; an ignored signal stays ignored.
-    """
-    for sig in signals:
-        try:
-            signal.signal(sig, signal.SIG_IGN)
-        except ValueError:  # not the main thread: no handlers were installed either
-            return
 
 
 def add_preemption_hook(cfg):
