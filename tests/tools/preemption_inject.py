@@ -1,10 +1,10 @@
-"""Fault injection for tests/tools/test_reliability_preemption.py and test_reliability_elastic.py, imported by a test config through
-``custom_imports``: the process sends itself a real signal (``VMAMBA_TEST_SIGNAL``, e.g. ``SIGTERM``) when
-iteration ``VMAMBA_TEST_SIGNAL_AT`` starts (on rank ``VMAMBA_TEST_SIGNAL_RANK`` only, if set), and, with ``VMAMBA_TEST_SECOND_SIGNAL``, that second signal in the
-middle of writing the checkpoint that follows (half of its bytes written), as an impatient user or scheduler
-would. With ``VMAMBA_TEST_SIGNAL_GROUP``, the signal goes to the whole process group (as Ctrl-C's does).
-With ``VMAMBA_TEST_SIGNAL_AT_EXIT``, that signal comes once more while the interpreter shuts down, as torchrun's
-SIGTERM does when another rank has already left.
+"""Fault injection for tests/tools/test_reliability_preemption.py and test_reliability_elastic.py, imported by a
+test config through ``custom_imports``: the process sends itself a real signal (``VMAMBA_TEST_SIGNAL``, e.g.
+``SIGTERM``) when iteration ``VMAMBA_TEST_SIGNAL_AT`` starts (on rank ``VMAMBA_TEST_SIGNAL_RANK`` only, if set),
+and, with ``VMAMBA_TEST_SECOND_SIGNAL``, that second signal in the middle of writing the checkpoint that follows
+(half of its bytes written), as an impatient user or scheduler would. With ``VMAMBA_TEST_SIGNAL_GROUP``, the
+signal goes to the whole process group (as Ctrl-C's does). With ``VMAMBA_TEST_SIGNAL_AT_EXIT``, that signal comes
+once more while the interpreter shuts down, as torchrun's SIGTERM does when another rank has already left.
 For distributed runs, :class:`RankFaultHook` kills or stalls one rank."""
 import atexit
 import os
